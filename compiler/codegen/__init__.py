@@ -1,0 +1,1 @@
+"""Backends: kernel IR -> native code text (LLVM IR for CPU)."""

@@ -1,0 +1,345 @@
+"""Kernel IR -> LLVM IR text (llvmlite.ir), one module per program.
+
+Each kernel becomes ``void @<name>(ptr, ptr, ...)`` over its buffers; each
+program entry becomes ``void @<entry>(ptr table)`` which loads buffer
+pointers from a table and calls the kernels in order, so a whole forward or
+backward pass is one native call. float16 is stored as ``half`` and computed
+in float; integer division and remainder are guarded so that a zero divisor
+gives 0 instead of a hardware trap.
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+from .. import expr as E
+from ..kernel import Compute, ScatterAdd
+
+I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
+F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+STORE_TYPES = {"float16": F16, "float32": F32, "float64": F64, "int8": I8, "uint8": I8, "bool": I8,
+               "int32": I32, "int64": I64}
+VALUE_TYPES = dict(STORE_TYPES, float16=F32, pred=I1)
+
+# libm names per float type; these are resolved in the process at JIT time.
+LIBM = {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log1p", "log2": "log2",
+        "log10": "log10", "sin": "sin", "cos": "cos", "tan": "tan", "asin": "asin", "acos": "acos",
+        "atan": "atan", "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "erf": "erf",
+        "tgamma": "tgamma", "lgamma": "lgamma", "pow": "pow", "hypot": "hypot", "atan2": "atan2",
+        "round": "round"}
+INTRINSICS = {"sqrt": "llvm.sqrt", "abs": "llvm.fabs", "floor": "llvm.floor", "ceil": "llvm.ceil",
+              "trunc": "llvm.trunc", "rint": "llvm.rint"}
+
+
+def _is_unsigned(dtype):
+    return dtype in E.UNSIGNED
+
+
+class _FunctionEmitter:
+    def __init__(self, module, fn, buffers):
+        self.module = module
+        self.fn = fn
+        entry = fn.append_basic_block("entry")
+        self.alloca_builder = ir.IRBuilder(entry)
+        body = fn.append_basic_block("body")
+        self.alloca_builder.branch(body)
+        self.alloca_builder.position_at_start(entry)
+        self.b = ir.IRBuilder(body)
+        self.ptrs = {id(buf): arg for buf, arg in zip(buffers, fn.args)}
+        self.env = {}
+
+    # ---- helpers ----
+    def alloca(self, ty):
+        return self.alloca_builder.alloca(ty)
+
+    def i64(self, v):
+        return ir.Constant(I64, int(v))
+
+    def declare(self, name, ret, args):
+        fn = self.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ret, args), name)
+        return fn
+
+    def loop(self, extent, body):
+        b = self.b
+        ctr = self.alloca(I64)
+        b.store(self.i64(0), ctr)
+        cond_bb = self.fn.append_basic_block("loop")
+        body_bb = self.fn.append_basic_block("loop_body")
+        end_bb = self.fn.append_basic_block("loop_end")
+        b.branch(cond_bb)
+        b.position_at_end(cond_bb)
+        i = b.load(ctr, typ=I64)
+        b.cbranch(b.icmp_signed("<", i, self.i64(extent)), body_bb, end_bb)
+        b.position_at_end(body_bb)
+        body(i)
+        b.store(b.add(i, self.i64(1), flags=("nsw",)), ctr)
+        b.branch(cond_bb)
+        b.position_at_end(end_bb)
+
+    def nest(self, variables, extents, body):
+        if not variables:
+            body()
+            return
+
+        def inner(i):
+            self.env[variables[0].name] = i
+            self.nest(variables[1:], extents[1:], body)
+        self.loop(extents[0], inner)
+
+    def address(self, buf, index_values):
+        b = self.b
+        off = self.i64(0)
+        stride = 1
+        for dim, iv in reversed(list(zip(buf.shape, index_values))):
+            term = iv if stride == 1 else b.mul(iv, self.i64(stride), flags=("nsw",))
+            off = term if (isinstance(off, ir.Constant) and off.constant == 0) else b.add(off, term, flags=("nsw",))
+            stride *= dim
+        return b.gep(self.ptrs[id(buf)], [off], inbounds=True, source_etype=STORE_TYPES[buf.dtype])
+
+    def load(self, buf, index_values):
+        v = self.b.load(self.address(buf, index_values), typ=STORE_TYPES[buf.dtype])
+        return self.b.fpext(v, F32) if buf.dtype == "float16" else v
+
+    def store(self, buf, index_values, value):
+        if buf.dtype == "float16":
+            value = self.b.fptrunc(value, F16)
+        self.b.store(value, self.address(buf, index_values))
+
+    # ---- expressions ----
+    def emit(self, e):
+        m = getattr(self, "_" + type(e).__name__)
+        return m(e)
+
+    def _Const(self, e):
+        ty = VALUE_TYPES[e.dtype]
+        if e.dtype == E.PRED:
+            return ir.Constant(I1, int(bool(e.value)))
+        if E.is_float(e.dtype):
+            return ir.Constant(ty, float(e.value))
+        return ir.Constant(ty, int(e.value))
+
+    def _Var(self, e):
+        return self.env[e.name]
+
+    def _Load(self, e):
+        return self.load(e.buf, [self.emit(i) for i in e.index])
+
+    def _Cast(self, e):
+        return self.convert(self.emit(e.x), e.x.dtype, e.dtype)
+
+    def convert(self, v, src, dst):
+        b = self.b
+        if src == dst or VALUE_TYPES[src] == VALUE_TYPES[dst] and src != "bool" and dst != "bool":
+            return v
+        dty = VALUE_TYPES[dst]
+        if dst == "bool":
+            truth = self.truth(v, src)
+            return b.zext(truth, I8)
+        if src == E.PRED:
+            return b.uitofp(v, dty) if E.is_float(dst) else b.zext(v, dty)
+        if E.is_float(src) and E.is_float(dst):
+            return b.fpext(v, dty) if dty == F64 else b.fptrunc(v, dty)
+        if E.is_float(src):
+            return b.fptoui(v, dty) if _is_unsigned(dst) else b.fptosi(v, dty)
+        if E.is_float(dst):
+            return b.uitofp(v, dty) if _is_unsigned(src) else b.sitofp(v, dty)
+        sw, dw = VALUE_TYPES[src].width, dty.width
+        if dw < sw:
+            return b.trunc(v, dty)
+        if dw > sw:
+            return b.zext(v, dty) if _is_unsigned(src) else b.sext(v, dty)
+        return v
+
+    def truth(self, v, dtype):
+        if dtype == E.PRED:
+            return v
+        if E.is_float(dtype):
+            return self.b.fcmp_unordered("!=", v, ir.Constant(v.type, 0.0))
+        return self.b.icmp_unsigned("!=", v, ir.Constant(v.type, 0))
+
+    def _Select(self, e):
+        return self.b.select(self.truth(self.emit(e.cond), e.cond.dtype), self.emit(e.a), self.emit(e.b))
+
+    def libm(self, name, args, ty):
+        suffix = "f" if ty == F32 else ""
+        fn = self.declare(LIBM[name] + suffix, ty, [ty] * len(args))
+        return self.b.call(fn, args)
+
+    def intrinsic(self, name, args, ty):
+        fn = self.module.declare_intrinsic(name, [ty])
+        return self.b.call(fn, args)
+
+    def _Call(self, e):
+        b = self.b
+        fn, dtype = e.fn, e.args[0].dtype
+        args = [self.emit(a) for a in e.args]
+        isf = E.is_float(dtype)
+        uns = _is_unsigned(dtype)
+        if fn in E.COMPARISONS:
+            op = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}[fn]
+            if isf:
+                return b.fcmp_unordered(op, *args) if fn == "ne" else b.fcmp_ordered(op, *args)
+            return (b.icmp_unsigned if uns else b.icmp_signed)(op, *args)
+        if fn in ("and", "or", "xor"):
+            return getattr(b, fn + "_")(*args) if fn != "xor" else b.xor(*args)
+        if fn == "not":
+            return b.not_(self.truth(args[0], dtype))
+        if fn == "add":
+            return b.fadd(*args) if isf else b.add(*args)
+        if fn == "sub":
+            return b.fsub(*args) if isf else b.sub(*args)
+        if fn == "mul":
+            return b.fmul(*args) if isf else b.mul(*args)
+        if fn == "neg":
+            return b.fneg(args[0]) if isf else b.sub(ir.Constant(args[0].type, 0), args[0])
+        if fn in ("div", "fmod"):
+            return b.fdiv(*args) if isf and fn == "div" else (b.frem(*args) if isf else self.int_divide(fn, args, uns))
+        if fn in ("max", "min"):
+            x, y = args
+            op = ">" if fn == "max" else "<"
+            c = b.fcmp_ordered(op, x, y) if isf else (b.icmp_unsigned if uns else b.icmp_signed)(op, x, y)
+            return b.select(c, x, y)
+        if fn == "abs" and not isf:
+            if uns:
+                return args[0]
+            neg = b.sub(ir.Constant(args[0].type, 0), args[0])
+            return b.select(b.icmp_signed("<", args[0], ir.Constant(args[0].type, 0)), neg, args[0])
+        if fn in ("floor", "ceil", "trunc", "round", "rint") and not isf:
+            return args[0]
+        if not isf:  # float-only function on integers: compute in float64 and convert back
+            conv = [self.convert(a, dtype, "float64") for a in args]
+            return self.convert(self.float_fn(fn, conv, F64), "float64", dtype)
+        return self.float_fn(fn, args, VALUE_TYPES[dtype])
+
+    def float_fn(self, fn, args, ty):
+        if fn in INTRINSICS:
+            return self.intrinsic(INTRINSICS[fn], args, ty)
+        if fn in LIBM:
+            return self.libm(fn, args, ty)
+        raise NotImplementedError("LLVM backend: scalar function %r" % fn)
+
+    def int_divide(self, fn, args, uns):
+        """a / b and a % b on integers with b == 0 giving 0 and INT_MIN / -1 not trapping."""
+        b = self.b
+        x, y = args
+        zero, one = ir.Constant(y.type, 0), ir.Constant(y.type, 1)
+        is_zero = b.icmp_unsigned("==", y, zero)
+        safe = b.select(is_zero, one, y)
+        if uns:
+            q = b.udiv(x, safe) if fn == "div" else b.urem(x, safe)
+        else:
+            minus1 = ir.Constant(y.type, -1)
+            is_m1 = b.icmp_signed("==", safe, minus1)
+            safe = b.select(is_m1, one, safe)
+            q = b.sdiv(x, safe) if fn == "div" else b.srem(x, safe)
+            special = b.sub(zero, x) if fn == "div" else zero
+            q = b.select(is_m1, special, q)
+        return b.select(is_zero, zero, q)
+
+    def _Reduce(self, e):
+        b = self.b
+        ty = VALUE_TYPES[e.body.dtype]
+        isf = E.is_float(e.body.dtype)
+        uns = _is_unsigned(e.body.dtype)
+        acc = self.alloca(ty)
+        arg = e.kind in ("argmax", "argmin")
+        if e.kind == "sum":
+            init = ir.Constant(ty, 0.0 if isf else 0)
+        elif e.kind == "prod":
+            init = ir.Constant(ty, 1.0 if isf else 1)
+        else:
+            big = e.kind in ("min", "argmin")
+            if isf:
+                init = ir.Constant(ty, float("inf") if big else float("-inf"))
+            else:
+                bits = ty.width
+                if uns:
+                    init = ir.Constant(ty, (1 << bits) - 1 if big else 0)
+                else:
+                    init = ir.Constant(ty, (1 << (bits - 1)) - 1 if big else -(1 << (bits - 1)))
+        b.store(init, acc)
+        pos = None
+        if arg:
+            pos = self.alloca(I64)
+            b.store(self.i64(0), pos)
+            first = self.alloca(I1)
+            b.store(ir.Constant(I1, 1), first)
+
+        def body():
+            v = self.emit(e.body)
+            cur = b.load(acc, typ=ty)
+            if e.kind == "sum":
+                b.store(b.fadd(cur, v) if isf else b.add(cur, v), acc)
+            elif e.kind == "prod":
+                b.store(b.fmul(cur, v) if isf else b.mul(cur, v), acc)
+            else:
+                op = ">" if e.kind in ("max", "argmax") else "<"
+                better = b.fcmp_ordered(op, v, cur) if isf else (b.icmp_unsigned if uns else b.icmp_signed)(op, v, cur)
+                if arg:
+                    better = b.or_(better, b.load(first, typ=I1))
+                    b.store(ir.Constant(I1, 0), first)
+                    flat = self.i64(0)
+                    for var, ext in zip(e.rvars, e.extents):
+                        flat = b.add(b.mul(flat, self.i64(ext)), self.env[var.name])
+                    b.store(b.select(better, flat, b.load(pos, typ=I64)), pos)
+                b.store(b.select(better, v, cur), acc)
+        self.nest(list(e.rvars), list(e.extents), body)
+        if arg:
+            return self.convert(b.load(pos, typ=I64), "int64", e.dtype)
+        return b.load(acc, typ=ty)
+
+    # ---- stages ----
+    def stage(self, st):
+        if isinstance(st, Compute):
+            out = st.out
+            self.nest(list(st.axes), list(out.shape),
+                      lambda: self.store(out, [self.env[a.name] for a in st.axes], self.emit(st.body)))
+        elif isinstance(st, ScatterAdd):
+            out = st.out
+            zero_axes = [E.Var("z%d" % k) for k in range(out.ndim)]
+            zero = ir.Constant(VALUE_TYPES[out.dtype], 0.0 if E.is_float(out.dtype) else 0)
+            self.nest(zero_axes, list(out.shape),
+                      lambda: self.store(out, [self.env[a.name] for a in zero_axes], zero))
+
+            def add():
+                idx = [self.emit(t) for t in st.target]
+                cur = self.load(out, idx)
+                v = self.emit(st.value)
+                self.store(out, idx, self.b.fadd(cur, v) if E.is_float(out.dtype) else self.b.add(cur, v))
+            self.nest(list(st.axes), list(st.extents), add)
+        else:
+            raise TypeError("unknown stage %r" % st)
+
+
+def emit_kernel(module, kernel):
+    params = kernel.params
+    fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * len(params)), kernel.name)
+    fn.linkage = "internal"
+    em = _FunctionEmitter(module, fn, params)
+    for st in kernel.stages:
+        em.stage(st)
+    em.b.ret_void()
+    return fn
+
+
+def emit_program(name, kernels, entries):
+    """LLVM IR text for ``kernels`` and entry functions.
+
+    entries: ``{entry name: [(kernel name, [slot index per kernel param])]}``.
+    """
+    module = ir.Module(name=name)
+    fns = {k.name: emit_kernel(module, k) for k in kernels}
+    for entry, calls in entries.items():
+        fn = ir.Function(module, ir.FunctionType(VOID, [PTR]), entry)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        table = fn.args[0]
+        for kname, slots in calls:
+            ptrs = [b.load(b.gep(table, [ir.Constant(I64, s)], inbounds=True, source_etype=PTR), typ=PTR)
+                    for s in slots]
+            b.call(fns[kname], ptrs)
+        b.ret_void()
+    return str(module)

@@ -1,0 +1,216 @@
+"""Scalar expressions: the body language of every kernel.
+
+An operator's lowering describes one output element as an expression over
+loop indices (``Var``) and loads from its input buffers (``Load``). Index
+arithmetic is int64; values carry the dtype they are stored as. ``Reduce``
+folds a body over extra loop variables. Backends compile these trees; fusion
+later substitutes one operator's expression into another's loads.
+"""
+from __future__ import annotations
+
+FLOATS = ("float16", "float32", "float64")
+SIGNED = ("int8", "int32", "int64")
+UNSIGNED = ("uint8", "bool")
+
+# Scalar functions a backend must provide: name -> arity.
+UNARY_FUNCS = (
+    "neg", "abs", "sqrt", "exp", "expm1", "log", "log1p", "log2", "log10", "sin", "cos", "tan",
+    "asin", "acos", "atan", "sinh", "cosh", "tanh", "floor", "ceil", "round", "rint", "trunc",
+    "erf", "tgamma", "lgamma", "not",
+)
+BINARY_FUNCS = ("add", "sub", "mul", "div", "fmod", "pow", "max", "min", "hypot", "atan2",
+                "and", "or", "xor")
+COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
+PRED = "pred"  # an i1 truth value (comparisons); never stored in a buffer
+REDUCERS = ("sum", "prod", "max", "min", "argmax", "argmin")
+
+
+def is_float(dtype):
+    return dtype in FLOATS
+
+
+def _wrap(value, dtype):
+    return value if isinstance(value, Expr) else Const(value, dtype)
+
+
+class Expr:
+    __slots__ = ("dtype",)
+
+    # Arithmetic sugar for lowering code; constants take the other side's dtype.
+    def _bin(self, fn, other, rev=False):
+        other = _wrap(other, self.dtype)
+        return Call(fn, (other, self) if rev else (self, other))
+
+    def __add__(self, o):
+        return self._bin("add", o)
+
+    def __radd__(self, o):
+        return self._bin("add", o, True)
+
+    def __sub__(self, o):
+        return self._bin("sub", o)
+
+    def __rsub__(self, o):
+        return self._bin("sub", o, True)
+
+    def __mul__(self, o):
+        return self._bin("mul", o)
+
+    def __rmul__(self, o):
+        return self._bin("mul", o, True)
+
+    def __truediv__(self, o):
+        return self._bin("div", o)
+
+    def __rtruediv__(self, o):
+        return self._bin("div", o, True)
+
+    def __floordiv__(self, o):  # index arithmetic: both sides non-negative int64
+        return self._bin("div", o)
+
+    def __mod__(self, o):  # index arithmetic only; value modulo is ops.elemwise's job
+        return self._bin("fmod", o)
+
+    def __neg__(self):
+        return Call("neg", (self,))
+
+
+class Const(Expr):
+    __slots__ = ("value",)
+
+    def __init__(self, value, dtype):
+        self.value = value
+        self.dtype = dtype
+
+    def __repr__(self):
+        return "%r:%s" % (self.value, self.dtype)
+
+
+class Var(Expr):
+    """A loop index (int64)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+        self.dtype = "int64"
+
+    def __repr__(self):
+        return self.name
+
+
+class Load(Expr):
+    """Element ``index`` of kernel buffer ``buf`` (a ``kernel.Buffer``)."""
+
+    __slots__ = ("buf", "index")
+
+    def __init__(self, buf, index):
+        if len(index) != len(buf.shape):
+            raise ValueError("load of %d-d buffer with %d indices" % (len(buf.shape), len(index)))
+        self.buf = buf
+        self.index = tuple(_wrap(i, "int64") for i in index)
+        self.dtype = buf.dtype
+
+
+class Call(Expr):
+    """A scalar function (``UNARY_FUNCS``/``BINARY_FUNCS``); comparisons and logic give PRED."""
+
+    __slots__ = ("fn", "args")
+
+    def __init__(self, fn, args):
+        self.fn = fn
+        self.args = tuple(args)
+        if fn in COMPARISONS or fn in ("and", "or", "xor", "not"):
+            self.dtype = PRED
+        else:
+            self.dtype = self.args[0].dtype
+        if fn in BINARY_FUNCS or fn in COMPARISONS:
+            a, b = self.args
+            if a.dtype != b.dtype:
+                raise TypeError("%s of %s and %s" % (fn, a.dtype, b.dtype))
+
+
+class Select(Expr):
+    __slots__ = ("cond", "a", "b")
+
+    def __init__(self, cond, a, b):
+        self.cond = cond
+        self.a = a
+        self.b = _wrap(b, a.dtype)
+        self.dtype = a.dtype
+
+
+class Cast(Expr):
+    __slots__ = ("x",)
+
+    def __init__(self, x, dtype):
+        self.x = x
+        self.dtype = dtype
+
+
+class Reduce(Expr):
+    """Fold ``body`` over loop variables ``rvars`` with extents ``extents``.
+
+    ``argmax``/``argmin`` give the flat position (row-major over ``rvars``) of
+    the first extreme value, in ``dtype``.
+    """
+
+    __slots__ = ("kind", "rvars", "extents", "body")
+
+    def __init__(self, kind, rvars, extents, body, dtype=None):
+        if kind not in REDUCERS:
+            raise ValueError("unknown reducer %r" % kind)
+        self.kind = kind
+        self.rvars = tuple(rvars)
+        self.extents = tuple(int(e) for e in extents)
+        self.body = body
+        self.dtype = dtype or body.dtype
+
+
+# Helpers used throughout operator lowerings.
+def call(fn, *args):
+    return Call(fn, args)
+
+
+def cmp(op, a, b):
+    return Call(op, (a, _wrap(b, a.dtype)))
+
+
+def select(cond, a, b):
+    return Select(cond, a, _wrap(b, a.dtype))
+
+
+def cast(x, dtype):
+    return x if x.dtype == dtype else Cast(x, dtype)
+
+
+def const(value, dtype):
+    return Const(value, dtype)
+
+
+def maximum(a, b):
+    return Call("max", (a, _wrap(b, a.dtype)))
+
+
+def minimum(a, b):
+    return Call("min", (a, _wrap(b, a.dtype)))
+
+
+def clamp_index(i, n):
+    """Clamp an int64 index into [0, n)."""
+    return maximum(minimum(i, n - 1), 0)
+
+
+def to_index(x):
+    """A value used as an index (take, Embedding, pick): truncate towards zero, int64."""
+    if is_float(x.dtype):
+        x = Call("trunc", (x,))
+    return cast(x, "int64")
+
+
+_counter = [0]
+
+
+def fresh_vars(n, prefix="r"):
+    _counter[0] += 1
+    return [Var("%s%d_%d" % (prefix, _counter[0], k)) for k in range(n)]

@@ -1,0 +1,164 @@
+"""The pass pipeline: graph + input shapes/dtypes -> a ProgramSpec the runtime loads.
+
+``compile_program`` is what executors call: forward heads, optional gradients
+(with grad_req per variable), and two entries, ``forward`` and ``backward``,
+sharing one slot table so that backward reads what forward left in the arena.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+from ..runtime.errors import MXNetError
+from ..runtime.program import ProgramSpec
+from .builder import Builder
+from .codegen.llvm import emit_program
+from .graph import Entry, Graph, Node, topo_order
+from .passes.expand import expand_composites
+from .passes.gradient import gradient
+from .passes.infer import infer_shapes, infer_types
+from .lower import lower_graph
+
+log = logging.getLogger(__name__)
+
+HEAD_GRAD = "__head_grad%d"
+OUTPUT = "__output%d"
+GRAD = "__grad:%s"
+GRAD_IN = "__grad_in:%s"
+
+
+@dataclass
+class CompileReport:
+    passes: list = field(default_factory=list)
+    kernels: list = field(default_factory=list)
+    memory: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        return {"passes": self.passes, "kernels": self.kernels, "memory": self.memory}
+
+
+class PassManager:
+    """Runs named passes, timing each and recording node counts before and after."""
+
+    def __init__(self, disabled=()):
+        env = os.environ.get("KILN_DISABLE_PASSES", "")
+        self.disabled = set(disabled) | {p.strip() for p in env.split(",") if p.strip()}
+        self.report = CompileReport()
+
+    def run(self, name, fn, graph, *args, **kwargs):
+        if name in self.disabled:
+            return graph
+        before = len(graph.nodes)
+        t0 = time.perf_counter()
+        result = fn(graph, *args, **kwargs)
+        after = len(result.nodes) if isinstance(result, Graph) else before
+        self.report.passes.append({"name": name, "nodes_before": before, "nodes_after": after,
+                                   "seconds": time.perf_counter() - t0})
+        return result
+
+
+def _phase_nodes(graph, roots, exclude=()):
+    """Operator nodes needed for ``roots`` in topological order, skipping ``exclude``."""
+    order = topo_order(roots)
+    return [n for n in order if n.op is not None and n.uid not in exclude]
+
+
+def _materialise(entries, taken):
+    """Give each program output its own node: variables and repeated entries get a copy."""
+    out = []
+    for e in entries:
+        if e.node.is_variable or e.key() in taken:
+            b = Builder("%s_copy" % e.node.name)
+            e = b.op("identity", e)
+        taken.add(e.key())
+        out.append(e)
+    return out
+
+
+def compile_program(heads, var_shapes, var_types, grad_req=None, name="program", disabled_passes=()):
+    """Compile ``heads`` (list of Entry) for the given variable shapes/dtypes.
+
+    grad_req: variable name -> 'write' | 'add' | 'null'. Returns (ProgramSpec, info)
+    where info names the slots of outputs, gradients and head gradients.
+    """
+    pm = PassManager(disabled_passes)
+    graph = Graph(heads)
+    grad_req = dict(grad_req or {})
+    # Inference on the user's graph first: errors name the user's nodes, and every
+    # variable (weights included) gets its shape and dtype.
+    shapes = _infer_into(graph, var_shapes, infer_shapes, "shape")
+    dtypes = _infer_into(graph, var_types, infer_types, "dtype")
+    var_shapes = _named(graph, shapes)
+    var_types = _named(graph, dtypes)
+    info = {"outputs": [OUTPUT % i for i in range(len(heads))], "grads": {}, "head_grads": [],
+            "grad_in": {}, "out_shapes": [shapes[h.key()] for h in heads],
+            "out_dtypes": [dtypes[h.key()] for h in heads]}
+    wrt = [v for v in graph.arguments() if grad_req.get(v.name, "null") != "null"]
+    bwd = []
+    if wrt:
+        graph = pm.run("expand_composites_differentiable", expand_composites, graph, keep_differentiable=True)
+        wrt = [graph.find_variable(v.name) for v in wrt]
+        head_vars = []
+        for i in range(len(heads)):
+            v = Node(None, HEAD_GRAD % i)
+            var_shapes[v.name], var_types[v.name] = info["out_shapes"][i], info["out_dtypes"][i]
+            head_vars.append(v)
+        t0 = time.perf_counter()
+        before = len(graph.nodes)
+        bwd = gradient(graph, wrt, [Entry(v) for v in head_vars])
+        for k, (v, g) in enumerate(zip(wrt, bwd)):
+            if grad_req[v.name] == "add":
+                prev = Node(None, GRAD_IN % v.name)
+                var_shapes[prev.name], var_types[prev.name] = var_shapes[v.name], var_types[v.name]
+                bwd[k] = Builder(v.name + "_accumulate").add(Entry(prev), g)
+                info["grad_in"][v.name] = prev.name
+            info["grads"][v.name] = GRAD % v.name
+        info["head_grads"] = [v.name for v in head_vars]
+        graph = Graph(list(graph.outputs) + bwd)
+        pm.report.passes.append({"name": "gradient", "nodes_before": before, "nodes_after": len(graph.nodes),
+                                 "seconds": time.perf_counter() - t0})
+    n_fwd = len(heads)
+    graph = pm.run("expand_composites", expand_composites, graph)
+    taken = set()
+    fwd = _materialise(graph.outputs[:n_fwd], taken)
+    bwd = _materialise(graph.outputs[n_fwd:], taken)
+    graph = Graph(fwd + bwd)
+    shapes = _infer_into(graph, var_shapes, infer_shapes, "shape")
+    dtypes = _infer_into(graph, var_types, infer_types, "dtype")
+
+    external = {e.key(): OUTPUT % i for i, e in enumerate(fwd)}
+    for slot, e in zip(info["grads"].values(), bwd):
+        external[e.key()] = slot
+    fwd_nodes = _phase_nodes(graph, fwd)
+    bwd_nodes = _phase_nodes(graph, bwd, exclude={n.uid for n in fwd_nodes}) if bwd else []
+    t0 = time.perf_counter()
+    low = lower_graph(graph, shapes, dtypes, external, [("forward", fwd_nodes), ("backward", bwd_nodes)])
+    arena = low.plan_arena()
+    pm.report.passes.append({"name": "lower", "nodes_before": len(graph.nodes), "nodes_after": len(graph.nodes),
+                             "seconds": time.perf_counter() - t0})
+    t0 = time.perf_counter()
+    ir_text = emit_program(name, low.kernels, low.calls)
+    pm.report.passes.append({"name": "codegen_llvm", "nodes_before": len(graph.nodes),
+                             "nodes_after": len(graph.nodes), "seconds": time.perf_counter() - t0})
+    pm.report.kernels = [{"name": k.name, "ops": [k.name.split("_", 1)[1]], "backend": "llvm"} for k in low.kernels]
+    naive = sum(s.nbytes for s in low.slots if not s.external)
+    pm.report.memory = {"arena_bytes": arena, "naive_bytes": naive, "inplace": 0, "reused": 0}
+    spec = ProgramSpec(name, ir_text, ["forward", "backward"], low.slots, arena, pm.report.to_dict())
+    return spec, info
+
+
+def _infer_into(graph, given, fn, what):
+    """Run inference; every variable and entry must end up known."""
+    values = fn(graph, given)
+    for n in graph.nodes:
+        for i in range(n.num_outputs):
+            if values.get((n.uid, i)) is None:
+                kind = "variable" if n.is_variable else "output %d of operator %s" % (i, n.op.name)
+                raise MXNetError("cannot infer the %s of %s %r; give it when binding" % (what, kind, n.name))
+    return values
+
+
+def _named(graph, values):
+    return {v.name: values[v.out(0).key()] for v in graph.variables()}

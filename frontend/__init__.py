@@ -1,0 +1,22 @@
+"""kiln: an MXNet-1.x-compatible deep-learning framework built on a graph compiler.
+
+``import kiln as mx`` gives MXNet's names: ``mx.sym``, ``mx.nd``, ``mx.cpu()``...
+"""
+import logging
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+from . import base  # noqa: E402
+from .base import MXNetError  # noqa: E402,F401
+from . import context  # noqa: E402
+from .context import Context, cpu, cpu_pinned, current_context, gpu, num_gpus  # noqa: E402,F401
+from . import name, attribute  # noqa: E402,F401
+from .attribute import AttrScope  # noqa: E402,F401
+from . import ndarray  # noqa: E402
+from . import ndarray as nd  # noqa: E402,F401
+from . import symbol  # noqa: E402
+from . import symbol as sym  # noqa: E402,F401
+from . import executor  # noqa: E402,F401
+from . import test_utils  # noqa: E402,F401

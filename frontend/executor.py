@@ -1,0 +1,217 @@
+"""Executor: a compiled symbol bound to argument, gradient and auxiliary arrays.
+
+Binding compiles the graph (forward and, where gradients are requested,
+backward) into one native program; ``forward`` and ``backward`` are each a
+single call into it. Arrays are checked against the compiled shapes before
+any native code runs.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .base import MXNetError
+from .compiler.pipeline import compile_program
+from .ndarray import NDArray, zeros
+from .runtime.program import LoadedProgram
+
+log = logging.getLogger(__name__)
+
+GRAD_REQS = ("write", "add", "null", "inplace")
+
+
+def _as_list(values, names, what, allow_missing=False):
+    if values is None:
+        return [None] * len(names)
+    if isinstance(values, dict):
+        unknown = [k for k in values if k not in names]
+        if unknown and what != "args_grad":
+            raise MXNetError("%s: %s are not %s of the symbol %s" % (what, unknown, what, names))
+        out = [values.get(n) for n in names]
+        if not allow_missing:
+            missing = [n for n, v in zip(names, out) if v is None]
+            if missing:
+                raise MXNetError("%s: no array given for %s" % (what, missing))
+        return out
+    values = list(values)
+    if len(values) != len(names) and not (allow_missing and len(values) <= len(names)):
+        raise MXNetError("%s: expected %d arrays (%s), got %d" % (what, len(names), names, len(values)))
+    return values + [None] * (len(names) - len(values))
+
+
+def _grad_reqs(grad_req, names):
+    if isinstance(grad_req, str):
+        reqs = {n: grad_req for n in names}
+    elif isinstance(grad_req, dict):
+        reqs = {n: grad_req.get(n, "null") for n in names}
+    else:
+        reqs = dict(zip(names, grad_req))
+    for n, r in reqs.items():
+        if r not in GRAD_REQS:
+            raise MXNetError("grad_req %r for %r is not one of %s" % (r, n, GRAD_REQS))
+    return {n: ("write" if r == "inplace" else r) for n, r in reqs.items()}
+
+
+class Executor:
+    def __init__(self, symbol, ctx, args, args_grad=None, grad_req="write", aux_states=None):
+        self._symbol = symbol
+        self._ctx = ctx
+        self.arg_names = symbol.list_arguments()
+        self.aux_names = symbol.list_auxiliary_states()
+        self.output_names = symbol.list_outputs()
+        self.arg_arrays = _as_list(args, self.arg_names, "args")
+        for n, a in zip(self.arg_names, self.arg_arrays):
+            if not isinstance(a, NDArray):
+                raise MXNetError("bind: argument %r needs an NDArray, got %s" % (n, type(a).__name__))
+        self.grad_arrays = _as_list(args_grad, self.arg_names, "args_grad", allow_missing=True)
+        reqs = _grad_reqs(grad_req, self.arg_names)
+        self._grad_req = {n: (r if g is not None else "null")
+                          for (n, r), g in zip(reqs.items(), self.grad_arrays)}
+        for n, a, g in zip(self.arg_names, self.arg_arrays, self.grad_arrays):
+            if g is not None and (g.shape != a.shape or g.dtype != a.dtype):
+                raise MXNetError("bind: gradient array for %r has shape %s %s, argument has %s %s"
+                                 % (n, g.shape, np.dtype(g.dtype).name, a.shape, np.dtype(a.dtype).name))
+        self.aux_arrays = _as_list(aux_states, self.aux_names, "aux_states")
+        self._compile()
+
+    def _compile(self):
+        names = self.arg_names + self.aux_names
+        arrays = self.arg_arrays + self.aux_arrays
+        shapes = {n: a.shape for n, a in zip(names, arrays)}
+        dtypes = {n: np.dtype(a.dtype).name for n, a in zip(names, arrays)}
+        spec, info = compile_program(self._symbol._outputs, shapes, dtypes, self._grad_req,
+                                     name="executor")
+        self._info = info
+        self._program = LoadedProgram(spec)
+        self.outputs = [NDArray(np.zeros(s, dtype=t), self._ctx)
+                        for s, t in zip(info["out_shapes"], info["out_dtypes"])]
+        self._head_grads = [np.ones(s, dtype=t) for s, t in zip(info["out_shapes"], info["out_dtypes"])]
+        self._random_ops = [n for n in self._symbol._graph().nodes
+                            if n.op is not None and n.op.random and n.params.get("p", 0) > 0]
+
+    def _bind_all(self):
+        prog = self._program
+        for n, a in zip(self.arg_names + self.aux_names, self.arg_arrays + self.aux_arrays):
+            if prog.has_slot(n):
+                prog.bind(n, a._data)
+        for slot, out in zip(self._info["outputs"], self.outputs):
+            prog.bind(slot, out._data)
+        for slot, g in zip(self._info["head_grads"], self._head_grads):
+            if prog.has_slot(slot):
+                prog.bind(slot, g)
+        for name, slot in self._info["grads"].items():
+            garr = self.grad_arrays[self.arg_names.index(name)]._data
+            prog.bind(slot, garr)
+            if name in self._info["grad_in"]:
+                prog.bind(self._info["grad_in"][name], garr)
+
+    # ---- dictionaries ----
+    @property
+    def arg_dict(self):
+        return dict(zip(self.arg_names, self.arg_arrays))
+
+    @property
+    def grad_dict(self):
+        return {n: g for n, g in zip(self.arg_names, self.grad_arrays) if g is not None}
+
+    @property
+    def aux_dict(self):
+        return dict(zip(self.aux_names, self.aux_arrays))
+
+    @property
+    def output_dict(self):
+        return dict(zip(self.output_names, self.outputs))
+
+    # ---- running ----
+    def forward(self, is_train=False, **kwargs):
+        for k, v in kwargs.items():
+            if k not in self.arg_names:
+                raise MXNetError("forward: unknown argument %r (arguments: %s)" % (k, self.arg_names))
+            dst = self.arg_arrays[self.arg_names.index(k)]
+            src = v._data if isinstance(v, NDArray) else np.asarray(v)
+            if tuple(src.shape) != dst.shape:
+                raise MXNetError("forward: argument %r has shape %s, the executor was bound with %s"
+                                 % (k, tuple(src.shape), dst.shape))
+            dst._data[...] = src
+        if is_train and self._random_ops:
+            names = ", ".join("%s(%s)" % (n.op.name, n.name) for n in self._random_ops)
+            raise NotImplementedError("training mode with random operators (%s) needs the random number "
+                                      "generator, which kiln does not have yet" % names)
+        self._bind_all()
+        self._program.run("forward")
+        return self.outputs
+
+    def backward(self, out_grads=None, is_train=True):
+        if not self._info["grads"]:
+            return
+        if out_grads is not None:
+            if isinstance(out_grads, NDArray):
+                out_grads = [out_grads]
+            if len(out_grads) != len(self.outputs):
+                raise MXNetError("backward: %d head gradients given for %d outputs" % (len(out_grads), len(self.outputs)))
+            for k, (g, want) in enumerate(zip(out_grads, self._head_grads)):
+                src = g._data if isinstance(g, NDArray) else np.asarray(g)
+                if src.size != want.size:
+                    raise MXNetError("backward: head gradient %d has shape %s, output has %s"
+                                     % (k, tuple(src.shape), want.shape))
+                want[...] = src.reshape(want.shape)
+        self._bind_all()
+        self._program.run("backward")
+
+    # ---- helpers ----
+    def copy_params_from(self, arg_params, aux_params=None, allow_extra_params=False):
+        for name, array in (arg_params or {}).items():
+            if name in self.arg_names:
+                array.copyto(self.arg_arrays[self.arg_names.index(name)])
+            elif not allow_extra_params:
+                raise ValueError("Find name \"%s\" that is not in the arguments" % name)
+        for name, array in (aux_params or {}).items():
+            if name in self.aux_names:
+                array.copyto(self.aux_arrays[self.aux_names.index(name)])
+            elif not allow_extra_params:
+                raise ValueError("Find name %s that is not in the auxiliary states" % name)
+
+    def reshape(self, partial_shaping=False, allow_up_sizing=False, **kwargs):
+        arg_shapes, _, aux_shapes = self._symbol.infer_shape(**kwargs)
+        if arg_shapes is None:
+            raise MXNetError("reshape: cannot infer every shape from %s" % kwargs)
+
+        def resized(old, shape):
+            if old is None:
+                return None
+            if old.shape == tuple(shape):
+                return old
+            if not partial_shaping and not allow_up_sizing and np.prod(shape) > old.size:
+                raise MXNetError("reshape: new shape %s is larger than %s; pass allow_up_sizing=True"
+                                 % (tuple(shape), old.shape))
+            return zeros(shape, self._ctx, dtype=old.dtype)
+        args = [resized(a, s) for a, s in zip(self.arg_arrays, arg_shapes)]
+        grads = [resized(g, s) for g, s in zip(self.grad_arrays, arg_shapes)]
+        aux = [resized(a, s) for a, s in zip(self.aux_arrays, aux_shapes)]
+        return Executor(self._symbol, self._ctx, args, grads, self._grad_req, aux)
+
+    def compile_report(self):
+        return dict(self._program.spec.report)
+
+    def debug_str(self):
+        return self._symbol.debug_str()
+
+    @classmethod
+    def simple_bind(cls, symbol, ctx, grad_req="write", type_dict=None, shapes=None):
+        arg_shapes, _, aux_shapes = symbol.infer_shape(**(shapes or {}))
+        if arg_shapes is None:
+            partial = symbol.infer_shape_partial(**(shapes or {}))[0]
+            missing = [n for n, s in zip(symbol.list_arguments(), partial) if not s]
+            raise MXNetError("simple_bind: cannot infer the shapes of %s from %s" % (missing, shapes))
+        arg_types, _, aux_types = symbol.infer_type(**(type_dict or {}))
+        if arg_types is None:
+            arg_types = [np.float32] * len(arg_shapes)
+            aux_types = [np.float32] * len(aux_shapes)
+        names = symbol.list_arguments()
+        args = [zeros(s, ctx, dtype=t) for s, t in zip(arg_shapes, arg_types)]
+        reqs = _grad_reqs(grad_req, names)
+        grads = [zeros(s, ctx, dtype=t) if reqs[n] != "null" else None
+                 for n, s, t in zip(names, arg_shapes, arg_types)]
+        aux = [zeros(s, ctx, dtype=t) for s, t in zip(aux_shapes, aux_types)]
+        return cls(symbol, ctx, args, grads, reqs, aux)

@@ -1,0 +1,51 @@
+"""Run one registry operator on arrays now: a cached single-node program per
+(operator, attributes, input shapes and dtypes)."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from .compiler.graph import Entry, Node
+from .compiler.ops import registry
+from .compiler.pipeline import compile_program
+from .runtime.program import LoadedProgram
+
+_cache = {}
+_lock = threading.Lock()
+
+
+def _program(op, attrs, in_specs):
+    key = (op.name, tuple(sorted(attrs.items())), in_specs)
+    with _lock:
+        hit = _cache.get(key)
+    if hit is not None:
+        return hit
+    names = ["in%d" % i for i in range(len(in_specs))]
+    variables = [Node(None, n) for n in names]
+    node = Node(op, op.hint, attrs, [Entry(v) for v in variables])
+    heads = [Entry(node, i) for i in range(node.num_visible_outputs)]
+    spec, info = compile_program(heads, dict(zip(names, [s for s, _ in in_specs])),
+                                 dict(zip(names, [t for _, t in in_specs])), name="imperative_" + op.name)
+    prog = (LoadedProgram(spec), names, info)
+    with _lock:
+        _cache[key] = prog
+    return prog
+
+
+def invoke_numpy(opname, arrays, attrs, outs=None):
+    """Apply ``opname`` to numpy arrays; returns numpy arrays (``outs`` written in place)."""
+    op = registry.get(opname)
+    attrs = op.format_attrs(attrs, op.hint)
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    in_specs = tuple((tuple(a.shape), a.dtype.name) for a in arrays)
+    prog, names, info = _program(op, attrs, in_specs)
+    if outs is None:
+        outs = [np.empty(s, dtype=t) for s, t in zip(info["out_shapes"], info["out_dtypes"])]
+    with _lock:
+        for n, a in zip(names, arrays):
+            prog.bind(n, a)
+        for n, o in zip(info["outputs"], outs):
+            prog.bind(n, o)
+        prog.run("forward")
+    return outs

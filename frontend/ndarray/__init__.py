@@ -1,0 +1,72 @@
+"""kiln.nd: NDArray creation functions and every registry operator."""
+import numpy as np
+
+from ..context import current_context
+from ..compiler.ops import registry as _registry
+from .ndarray import NDArray, invoke
+
+_DEFAULT_DTYPE = np.float32
+
+
+def _ctx(ctx):
+    return ctx or current_context()
+
+
+def array(source_array, ctx=None, dtype=None):
+    """As MXNet: lists and numpy arrays become float32 unless ``dtype`` is given."""
+    if isinstance(source_array, NDArray):
+        dtype = dtype or source_array.dtype
+        source_array = source_array.asnumpy()
+    data = np.array(source_array, dtype=np.dtype(dtype or _DEFAULT_DTYPE))
+    if data.ndim == 0:
+        data = data.reshape((1,))
+    return NDArray(np.ascontiguousarray(data), _ctx(ctx))
+
+
+def empty(shape, ctx=None, dtype=None):
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return NDArray(np.empty(shape, dtype=np.dtype(dtype or _DEFAULT_DTYPE)), _ctx(ctx))
+
+
+def zeros(shape, ctx=None, dtype=None, **kwargs):
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return NDArray(np.zeros(shape, dtype=np.dtype(dtype or _DEFAULT_DTYPE)), _ctx(ctx))
+
+
+def ones(shape, ctx=None, dtype=None, **kwargs):
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return NDArray(np.ones(shape, dtype=np.dtype(dtype or _DEFAULT_DTYPE)), _ctx(ctx))
+
+
+def full(shape, val, ctx=None, dtype=None):
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return NDArray(np.full(shape, val, dtype=np.dtype(dtype or _DEFAULT_DTYPE)), _ctx(ctx))
+
+
+def waitall():
+    return None
+
+
+def _make_op(fname, op):
+    def fn(*args, out=None, name=None, **kwargs):
+        inputs = [a for a in args if isinstance(a, NDArray)]
+        for k in op.input_names({**{f: v.default for f, v in op.schema.items() if not v.required},
+                                  **{k2: v2 for k2, v2 in kwargs.items() if k2 in op.schema}}):
+            if k in kwargs and isinstance(kwargs[k], NDArray):
+                inputs.append(kwargs.pop(k))
+        if op.num_args_key and op.num_args_key not in kwargs:
+            kwargs[op.num_args_key] = len(inputs)
+        outs = invoke(op.name, inputs, kwargs, out=out)
+        return outs[0] if len(outs) == 1 else outs
+    fn.__name__ = fname
+    fn.__doc__ = op.doc or "Operator %s (from the kiln registry)." % op.name
+    return fn
+
+
+def _populate(namespace):
+    for fname in _registry.all_names():
+        if fname not in namespace:
+            namespace[fname] = _make_op(fname, _registry.get(fname))
+
+
+_populate(globals())

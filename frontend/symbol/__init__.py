@@ -1,0 +1,37 @@
+"""kiln.sym: Symbol, Variable, Group, JSON loading, and every registry operator."""
+from ..base import numeric_types
+from ..compiler.ops import registry as _registry
+from .symbol import Group, Symbol, Variable, _create, fromjson, load, load_json, var  # noqa: F401
+
+
+def _make_op(fname):
+    def fn(*args, name=None, attr=None, **kwargs):
+        return _create(fname, args, kwargs, name=name, attr=attr)
+    fn.__name__ = fname
+    op = _registry.get(fname)
+    fn.__doc__ = op.doc or "Operator %s (from the kiln registry)." % op.name
+    return fn
+
+
+def _scalar_or_symbol(sym_op, scalar_op, rscalar_op=None):
+    """MXNet's Python-level helpers (maximum, power...): Symbols or numbers on either side."""
+    def fn(left, right, name=None):
+        from .symbol import Symbol as S
+        if isinstance(left, S) and isinstance(right, S):
+            return _create(sym_op, [left, right], {}, name=name)
+        if isinstance(left, S) and isinstance(right, numeric_types):
+            return _create(scalar_op, [left], {"scalar": right}, name=name)
+        if isinstance(right, S) and isinstance(left, numeric_types):
+            return _create(rscalar_op or scalar_op, [right], {"scalar": left}, name=name)
+        raise TypeError("types (%s, %s) not supported" % (type(left).__name__, type(right).__name__))
+    return fn
+
+
+for _fname in _registry.all_names():
+    globals()[_fname] = _make_op(_fname)
+
+maximum = _scalar_or_symbol("_Maximum", "_MaximumScalar")
+minimum = _scalar_or_symbol("_Minimum", "_MinimumScalar")
+power = _scalar_or_symbol("_Power", "_PowerScalar", "_rpower_scalar")
+pow = power  # noqa: A001
+hypot = _scalar_or_symbol("_Hypot", "_HypotScalar")
