@@ -52,46 +52,47 @@ def _np_div(a, b):
     return a / b
 
 
-# name -> (expression, numpy reference, gradient fn(b, a, bb, y, og) -> (da, db) or None)
-def _g_add(b, x, z, y, og):
+# Gradient rules: fn(b, f, x, z, y, og) -> (dx, dz); ``f(key, a, c)`` applies binary rule ``key``
+# in the node's own form (same-shape or broadcasting), so one rule serves both.
+def _g_add(b, f, x, z, y, og):
     return og, og
 
 
-def _g_sub(b, x, z, y, og):
+def _g_sub(b, f, x, z, y, og):
     return og, b.neg(og)
 
 
-def _g_mul(b, x, z, y, og):
-    return b.mul(og, z), b.mul(og, x)
+def _g_mul(b, f, x, z, y, og):
+    return f("mul", og, z), f("mul", og, x)
 
 
-def _g_div(b, x, z, y, og):
-    return b.div(og, z), b.neg(b.mul(og, b.div(y, z)))
+def _g_div(b, f, x, z, y, og):
+    return f("div", og, z), b.neg(f("div", f("mul", og, y), z))
 
 
-def _g_mod(b, x, z, y, og):
-    return og, b.neg(b.mul(og, b.op("floor", b.div(x, z))))
+def _g_mod(b, f, x, z, y, og):
+    return og, b.neg(f("mul", og, b.op("floor", f("div", x, z))))
 
 
-def _g_pow(b, x, z, y, og):
-    da = b.mul(og, b.mul(z, b.op("_power", x, b.scalar("_minus_scalar", z, 1.0))))
-    db = b.mul(og, b.mul(y, b.op("log", x)))
+def _g_pow(b, f, x, z, y, og):
+    da = f("mul", og, f("mul", z, f("power", x, b.scalar("_minus_scalar", z, 1.0))))
+    db = f("mul", og, f("mul", y, b.op("log", x)))
     return da, db
 
 
-def _g_max(b, x, z, y, og):
-    return b.mul(og, b.op("_greater_equal", x, z)), b.mul(og, b.op("_lesser", x, z))
+def _g_max(b, f, x, z, y, og):
+    return f("mul", og, f("greater_equal", x, z)), f("mul", og, f("lesser", x, z))
 
 
-def _g_min(b, x, z, y, og):
-    return b.mul(og, b.op("_lesser_equal", x, z)), b.mul(og, b.op("_greater", x, z))
+def _g_min(b, f, x, z, y, og):
+    return f("mul", og, f("lesser_equal", x, z)), f("mul", og, f("greater", x, z))
 
 
-def _g_hypot(b, x, z, y, og):
-    return b.mul(og, b.div(x, y)), b.mul(og, b.div(z, y))
+def _g_hypot(b, f, x, z, y, og):
+    return f("mul", og, f("div", x, y)), f("mul", og, f("div", z, y))
 
 
-def _g_none(b, x, z, y, og):
+def _g_none(b, f, x, z, y, og):
     return b.zeros_like(x), b.zeros_like(z)
 
 
@@ -152,7 +153,8 @@ def _ref(fn):
 def _same_shape_grad(grad):
     def gradient(b, node, ogs):
         x, z = node.inputs
-        return list(grad(b, x, z, node.out(0), ogs[0]))
+        f = lambda key, u, v: b.op(ELEMWISE_NAMES[key][0], u, v)  # noqa: E731
+        return list(grad(b, f, x, z, node.out(0), ogs[0]))
     return gradient
 
 
@@ -166,7 +168,8 @@ def _broadcast_shape(params, ins, outs):
 def _broadcast_grad(grad):
     def gradient(b, node, ogs):
         x, z = node.inputs
-        da, db = grad(b, x, z, node.out(0), ogs[0])
+        f = lambda key, u, v: b.op("broadcast_" + key, u, v)  # noqa: E731
+        da, db = grad(b, f, x, z, node.out(0), ogs[0])
         return [b.sum_like(da, x), b.sum_like(db, z)]
     return gradient
 
