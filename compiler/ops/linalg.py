@@ -175,8 +175,8 @@ def _fc_shape(params, ins, outs):
             k = x[-1]
             out = unify(tuple(x[:-1]) + (h,), out)
         new_ins[1] = unify(w, (h, k))
-    elif w is not None:
-        new_ins[1] = unify(w, (h, w[1]))
+    else:  # MXNet infers nothing until the data shape is known
+        return new_ins, [out]
     if len(ins) == 3:
         new_ins[2] = unify(ins[2], (h,))
     if new_ins[1] is not None and new_ins[1][0] != h:
