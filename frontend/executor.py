@@ -87,8 +87,9 @@ class Executor:
         self.outputs = [NDArray(np.zeros(s, dtype=t), self._ctx)
                         for s, t in zip(info["out_shapes"], info["out_dtypes"])]
         self._head_grads = [np.ones(s, dtype=t) for s, t in zip(info["out_shapes"], info["out_dtypes"])]
-        self._random_ops = [n for n in self._symbol._graph().nodes
-                            if n.op is not None and n.op.random and n.params.get("p", 0) > 0]
+        self._training_gaps = ["%s (node %r): %s" % (n.op.name, n.name, n.op.training_gap(n.params))
+                               for n in self._symbol._graph().nodes
+                               if n.op is not None and n.op.training_gap(n.params)]
 
     def _bind_all(self):
         prog = self._program
@@ -134,10 +135,9 @@ class Executor:
                 raise MXNetError("forward: argument %r has shape %s, the executor was bound with %s"
                                  % (k, tuple(src.shape), dst.shape))
             dst._data[...] = src
-        if is_train and self._random_ops:
-            names = ", ".join("%s(%s)" % (n.op.name, n.name) for n in self._random_ops)
-            raise NotImplementedError("training mode with random operators (%s) needs the random number "
-                                      "generator, which kiln does not have yet" % names)
+        if is_train and self._training_gaps:
+            raise NotImplementedError("forward(is_train=True) is not supported yet for: "
+                                      + "; ".join(self._training_gaps))
         self._bind_all()
         self._program.run("forward")
         return self.outputs

@@ -76,11 +76,13 @@ def _locations(sym, location, ctx, dtype):
 
 
 def _aux(sym, aux_states, ctx):
+    def conv(v):
+        return v if isinstance(v, NDArray) else array(v, ctx=ctx, dtype=np.asarray(v).dtype)
     if aux_states is None:
         return None
     if isinstance(aux_states, dict):
-        return {k: v if isinstance(v, NDArray) else array(v, ctx=ctx) for k, v in aux_states.items()}
-    return [v if isinstance(v, NDArray) else array(v, ctx=ctx) for v in aux_states]
+        return {k: conv(v) for k, v in aux_states.items()}
+    return [conv(v) for v in aux_states]
 
 
 def check_symbolic_forward(sym, location, expected, rtol=1e-4, atol=None, aux_states=None, ctx=None,

@@ -351,7 +351,13 @@ DROPOUT_SCHEMA = {"p": P.Float(0.5), "mode": P.Str("training", choices=("trainin
                   "axes": P.Tuple(()), "cudnn_off": P.Bool(False)}
 
 
-register(OpDef("Dropout", kind="elementwise", schema=DROPOUT_SCHEMA, random=True,
+def _dropout_gap(params):
+    if params["p"] > 0:
+        return "Dropout's training mask needs the random number generator"
+    return None
+
+
+register(OpDef("Dropout", kind="elementwise", schema=DROPOUT_SCHEMA, random=True, training_gap=_dropout_gap,
                lower=lambda params, ins, outs: [compute(outs[0], lambda *i: ins[0].load(i))],
                gradient=lambda b, node, ogs: [ogs[0]], reference=lambda params, x: x.copy(),
                doc="identity outside training; the training mask needs the random operators"))

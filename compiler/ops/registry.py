@@ -39,12 +39,14 @@ class OpDef:
     lower: ``fn(params, in_buffers, out_buffers) -> [stages]`` (not composite).
     expand: ``fn(b, inputs, params) -> [Entry]`` (composite only).
     reference: ``fn(params, *numpy inputs) -> array or tuple`` (tests only).
+    training_gap: ``fn(params) -> str or None``, naming training-mode behaviour
+    kiln does not implement yet, so executors refuse ``is_train=True`` clearly.
     """
 
     def __init__(self, name, *, kind, inputs=("data",), schema=None, outputs=1, visible=None,
                  output_names=None, shape=None, dtype=None, gradient=None, lower=None, expand=None,
                  reference=None, aliases=(), hint=None, aux=(), random=False, num_args_key=None,
-                 grad_is_explicit=None, doc=""):
+                 training_gap=None, doc=""):
         if kind not in KINDS:
             raise ValueError("unknown kernel kind %r" % kind)
         self.name = name
@@ -64,6 +66,7 @@ class OpDef:
         self.hint = hint or name.lower()
         self._aux = aux
         self.random = random
+        self._training_gap = training_gap
         self.num_args_key = num_args_key
         self.doc = doc
 
@@ -86,6 +89,10 @@ class OpDef:
 
     def aux_inputs(self, params):
         return list(self._aux(params) if callable(self._aux) else self._aux)
+
+    def training_gap(self, params):
+        """Why this node cannot run in training mode yet (None when it can)."""
+        return self._training_gap(params) if self._training_gap else None
 
     def parse_attrs(self, attrs, node_name):
         return P.parse_attrs(self.name, self.schema, attrs, node_name)

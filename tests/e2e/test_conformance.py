@@ -1,7 +1,7 @@
 """The Symbol conformance scenarios recorded from MXNet 1.9.1 (../shared/conformance).
 
-Scenarios listed in KNOWN_FAILING need operators of later issues (Convolution,
-Pooling, BatchNorm) or record an MXNet bug; every other ``_sym_`` scenario must pass.
+Scenarios listed in KNOWN_FAILING record an MXNet bug that kiln does not copy;
+every other ``_sym_`` scenario must pass.
 """
 import pathlib
 import subprocess
@@ -13,10 +13,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFORMANCE = ROOT.parent / "shared" / "conformance"
 
 KNOWN_FAILING = {
-    "002_sym_naming": "uses Convolution, Pooling and BatchNorm",
-    "003_sym_list_args_outputs_aux": "uses Convolution and BatchNorm",
-    "004_sym_infer_shape": "uses Convolution, Pooling and BatchNorm",
-    "011_sym_conv_pool": "Convolution and Pooling",
     "006_sym_group_internals": "MXNet 1.9.1 computed group_eval_fc2 without the relu between fc1 and fc2",
 }
 
