@@ -25,6 +25,8 @@ def check_forward(opname, inputs, attrs=None, rtol=None, atol=None, expected=Non
     outs = sym.eval(ctx=mx.cpu(), **feed)
     if expected is None:
         op = registry.get(opname)
+        if op.num_args_key and op.num_args_key not in attrs:
+            attrs = dict(attrs, **{op.num_args_key: len(inputs)})
         params = op.parse_attrs(op.format_attrs(attrs, "op"), "op")
         expected = op.reference(params, *[x.copy() for x in inputs])
     if not isinstance(expected, (list, tuple)):

@@ -48,14 +48,21 @@ def waitall():
 
 
 def _make_op(fname, op):
+    from ..symbol.symbol import positional_attrs
+
     def fn(*args, out=None, name=None, **kwargs):
         inputs = [a for a in args if isinstance(a, NDArray)]
-        for k in op.input_names({**{f: v.default for f, v in op.schema.items() if not v.required},
-                                  **{k2: v2 for k2, v2 in kwargs.items() if k2 in op.schema}}):
-            if k in kwargs and isinstance(kwargs[k], NDArray):
-                inputs.append(kwargs.pop(k))
+        values = [a for a in args if not isinstance(a, NDArray)]
+        named = {k: kwargs.pop(k) for k in list(kwargs) if isinstance(kwargs[k], NDArray)}
         if op.num_args_key and op.num_args_key not in kwargs:
-            kwargs[op.num_args_key] = len(inputs)
+            kwargs[op.num_args_key] = len(inputs) + len(named)
+        kwargs.update(positional_attrs(op, values, kwargs, fname))
+        params = op.parse_attrs(op.format_attrs(kwargs, fname), fname)
+        for k in op.input_names(params)[len(inputs):]:
+            if k in named:
+                inputs.append(named.pop(k))
+        if named:
+            raise TypeError("operator %s: unknown array arguments %s" % (fname, sorted(named)))
         outs = invoke(op.name, inputs, kwargs, out=out)
         return outs[0] if len(outs) == 1 else outs
     fn.__name__ = fname

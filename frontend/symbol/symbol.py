@@ -347,14 +347,15 @@ def _create(fname, args, kwargs, name=None, attr=None):
     op = registry.get(fname)
     sym_kwargs = {k: v for k, v in kwargs.items() if isinstance(v, Symbol)}
     attrs_in = {k: v for k, v in kwargs.items() if not isinstance(v, Symbol)}
-    pos = []
+    pos, values = [], []
     for a in args:
         if isinstance(a, Symbol):
             pos.append(a)
         elif isinstance(a, (list, tuple)) and a and all(isinstance(x, Symbol) for x in a):
             pos.extend(a)
         else:
-            raise TypeError("operator %s: positional arguments must be Symbols, got %s" % (fname, type(a).__name__))
+            values.append(a)
+    attrs_in.update(positional_attrs(op, values, attrs_in, fname))
     if op.num_args_key and op.num_args_key not in attrs_in:
         attrs_in[op.num_args_key] = len(pos) + len(sym_kwargs)
     hint = fname.lower()
@@ -383,6 +384,15 @@ def _create(fname, args, kwargs, name=None, attr=None):
     node_attrs.update(attrs)
     node = Node(op, node_name, node_attrs, inputs, params=params)
     return Symbol([Entry(node, i) for i in range(node.num_visible_outputs)])
+
+
+def positional_attrs(op, values, given, fname):
+    """Map positional non-array arguments onto the schema in declaration order (MXNet's signatures)."""
+    free = [k for k in op.schema if k not in given and k != op.num_args_key]
+    if len(values) > len(free):
+        raise TypeError("operator %s takes %d attribute arguments (%s), got %d positional ones"
+                        % (fname, len(free), free, len(values)))
+    return dict(zip(free, values))
 
 
 def Variable(name, attr=None, shape=None, lr_mult=None, wd_mult=None, dtype=None, init=None,
