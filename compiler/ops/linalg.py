@@ -13,37 +13,52 @@ DOT_SCHEMA = {"transpose_a": P.Bool(False), "transpose_b": P.Bool(False),
               "forward_stype": P.Str(None)}
 
 
-def _eff(shape, t):
-    return tuple(reversed(shape)) if t else tuple(shape)
+def _split(shape, t, side):
+    """MXNet's matrix view of a dot operand: (free dims in order, contracted extent, its position).
+
+    lhs: (all but last, last), or (first, rest) when transposed; rhs: (first, rest), or
+    (all but last, last) when transposed. Transposing an N-d operand swaps the two groups;
+    it does not reverse every axis. A 1-d operand contributes no free dims.
+    """
+    shape = tuple(shape)
+    if len(shape) == 1:
+        return (), shape[0], 0
+    last = (side == "lhs") != bool(t)
+    if last:
+        return shape[:-1], shape[-1], len(shape) - 1
+    return shape[1:], shape[0], 0
+
+
+def _insert(free, k, pos):
+    free = list(free)
+    return tuple(free[:pos]) + (k,) + tuple(free[pos:])
 
 
 def _dot_shape(params, ins, outs):
     a, b = ins
     if not (known(a) and known(b)):
         return [a, b], [outs[0]]
-    ea, eb = _eff(a, params["transpose_a"]), _eff(b, params["transpose_b"])
-    if ea[-1] != eb[0]:
+    fa, ka, _ = _split(a, params["transpose_a"], "lhs")
+    fb, kb, _ = _split(b, params["transpose_b"], "rhs")
+    if ka != kb:
         raise InferError("dot: inner dimensions differ: %s (transpose_a=%s) and %s (transpose_b=%s)"
                          % (a, params["transpose_a"], b, params["transpose_b"]))
-    out = ea[:-1] + eb[1:]
+    out = tuple(fa) + tuple(fb)
     return [a, b], [unify(out or (1,), outs[0])]
 
 
 def _dot_lower(params, ins, outs):
     a, b = ins
     out = outs[0]
-    ta, tb = params["transpose_a"], params["transpose_b"]
-    ea = _eff(a.shape, ta)
-    k_ext = ea[-1]
+    fa, k_ext, pa = _split(a.shape, params["transpose_a"], "lhs")
+    fb, _, pb = _split(b.shape, params["transpose_b"], "rhs")
     (k,) = E.fresh_vars(1, "k")
-    na = len(ea) - 1
+    na = len(fa)
 
     def body(*i):
-        i = i if (len(ea) - 1 + b.ndim - 1) > 0 else ()
-        ia = tuple(i[:na]) + (k,)
-        ib = (k,) + tuple(i[na:])
-        la = a.load(tuple(reversed(ia)) if ta else ia)
-        lb = b.load(tuple(reversed(ib)) if tb else ib)
+        i = i if (fa or fb) else ()
+        la = a.load(_insert(i[:na], k, pa))
+        lb = b.load(_insert(i[na:], k, pb))
         return E.Reduce("sum", [k], [k_ext], la * lb)
     return [compute(out, body)]
 
@@ -51,26 +66,91 @@ def _dot_lower(params, ins, outs):
 def _dot_grad(b, node, ogs):
     x, y = node.inputs
     og = ogs[0]
-    ta, tb = node.params["transpose_a"], node.params["transpose_b"]
-    if not ta and not tb:
-        return [b.op("dot", og, y, transpose_b=True), b.op("_tensordot_lead", x, og)]
-    if not ta and tb:
-        return [b.op("dot", og, y), b.op("_tensordot_lead", og, x)]
-    if ta and not tb:
-        return [b.op("dot", y, og, transpose_b=True), b.op("dot", x, og)]
-    return [b.op("dot", y, og, transpose_a=True, transpose_b=True),
-            b.op("dot", og, x, transpose_a=True, transpose_b=True)]
+    t = {"transpose_a": node.params["transpose_a"], "transpose_b": node.params["transpose_b"]}
+    return [b.op("_dot_backward", og, y, x, which=0, **t), b.op("_dot_backward", og, x, y, which=1, **t)]
 
 
 def _np_dot(params, a, b):
-    ea = a.T if params["transpose_a"] else a
-    eb = b.T if params["transpose_b"] else b
-    r = np.tensordot(ea, eb, axes=([ea.ndim - 1], [0]))
-    return np.asarray(r).reshape(r.shape or (1,)).astype(a.dtype)
+    fa, ka, pa = _split(a.shape, params["transpose_a"], "lhs")
+    fb, kb, pb = _split(b.shape, params["transpose_b"], "rhs")
+    a2 = np.moveaxis(a, pa, -1).reshape(-1, ka)
+    b2 = np.moveaxis(b, pb, 0).reshape(kb, -1)
+    return np.asarray(a2 @ b2).reshape(tuple(fa) + tuple(fb) or (1,)).astype(a.dtype)
 
 
 register(OpDef("dot", kind="reduce", inputs=("lhs", "rhs"), schema=DOT_SCHEMA, shape=_dot_shape,
                lower=_dot_lower, gradient=_dot_grad, reference=_np_dot))
+
+
+# ``_dot_backward(ograd, other, like, which)``: the gradient of dot for operand ``which``
+# (0: lhs, 1: rhs), shaped like ``like`` (that operand); ``other`` is the other operand.
+DOT_BWD_SCHEMA = dict(DOT_SCHEMA, which=P.Int(0))
+
+
+def _dot_bwd_shape(params, ins, outs):
+    return [ins[0], ins[1], ins[2]], [unify(ins[2], outs[0])]
+
+
+def _dot_bwd_type(params, ins, outs):
+    from .shapes import unify_all_types
+    t = unify_all_types([ins[0], ins[1], outs[0]])
+    return [t, t, ins[2]], [t]
+
+
+def _dot_bwd_lower(params, ins, outs):
+    og, other, _ = ins
+    out = outs[0]
+    which = params["which"]
+    a_shape = out.shape if which == 0 else other.shape
+    b_shape = other.shape if which == 0 else out.shape
+    fa, _, pa = _split(a_shape, params["transpose_a"], "lhs")
+    fb, _, pb = _split(b_shape, params["transpose_b"], "rhs")
+    # summed over: the other operand's free dims
+    f_sum = fb if which == 0 else fa
+    p_out, p_other = (pa, pb) if which == 0 else (pb, pa)
+    rv = E.fresh_vars(len(f_sum), "r")
+
+    def body(*i):
+        k = i[p_out]
+        free = tuple(i[:p_out]) + tuple(i[p_out + 1:]) if len(out.shape) > 1 else ()
+        rs = tuple(rv)
+        og_idx = (free + rs) if which == 0 else (rs + free)
+        if not og_idx:
+            og_idx = (E.const(0, "int64"),)
+        val = og.load(og_idx) * other.load(_insert(rs, k, p_other))
+        return E.Reduce("sum", list(rv), list(f_sum), val) if rv else val
+    return [compute(out, body)]
+
+
+def _dot_bwd_ref(params, og, other, like):
+    which = params["which"]
+    a_shape = like.shape if which == 0 else other.shape
+    b_shape = other.shape if which == 0 else like.shape
+    fa, k, pa = _split(a_shape, params["transpose_a"], "lhs")
+    fb, _, pb = _split(b_shape, params["transpose_b"], "rhs")
+    g2 = og.reshape(int(np.prod(fa)), int(np.prod(fb)))
+    if which == 0:
+        b2 = np.moveaxis(other, pb, 0).reshape(k, -1)
+        r = (g2 @ b2.T).reshape(tuple(fa) + (k,))
+        return np.moveaxis(r, -1, pa).astype(og.dtype)
+    a2 = np.moveaxis(other, pa, -1).reshape(-1, k)
+    r = (a2.T @ g2).reshape((k,) + tuple(fb))
+    return np.moveaxis(r, 0, pb).astype(og.dtype)
+
+
+def _dot_bwd_grad(b, node, ogs):
+    og, other, like = node.inputs
+    g = ogs[0]
+    p = node.params
+    t = {"transpose_a": p["transpose_a"], "transpose_b": p["transpose_b"]}
+    if p["which"] == 0:  # out = og . other^T  (lhs gradient)
+        return [b.op("dot", g, other, **t), b.op("_dot_backward", og, g, other, which=1, **t), None]
+    return [b.op("dot", other, g, **t), b.op("_dot_backward", og, g, other, which=0, **t), None]
+
+
+register(OpDef("_dot_backward", kind="reduce", inputs=("ograd", "other", "like"), schema=DOT_BWD_SCHEMA,
+               shape=_dot_bwd_shape, dtype=_dot_bwd_type, lower=_dot_bwd_lower, gradient=_dot_bwd_grad,
+               reference=_dot_bwd_ref))
 
 
 def _lead_shape(params, ins, outs):

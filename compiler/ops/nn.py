@@ -44,6 +44,8 @@ SOFTMAX_SCHEMA = {"axis": P.Int(-1), "temperature": P.OptFloat(None), "dtype": P
 
 def _softmax_parts(b, x, params):
     axis = params["axis"]
+    if params.get("dtype"):  # compute in the requested output dtype
+        x = b.op("Cast", x, dtype=params["dtype"])
     t = params.get("temperature")
     shifted = b.op("broadcast_sub", x, b.op("max", x, axis=axis, keepdims=True))
     if t is not None and t != 1.0:
@@ -79,14 +81,19 @@ def _softmax_grad(b, node, ogs):
     y, og = node.out(0), ogs[0]
     axis = node.params["axis"]
     dot = b.op("sum", b.mul(og, y), axis=axis, keepdims=True)
-    return [_temp(b, b.mul(y, b.op("broadcast_sub", og, dot)), node.params)]
+    return [_to_input_dtype(b, node, _temp(b, b.mul(y, b.op("broadcast_sub", og, dot)), node.params))]
 
 
 def _log_softmax_grad(b, node, ogs):
     y, og = node.out(0), ogs[0]
     axis = node.params["axis"]
     total = b.op("sum", og, axis=axis, keepdims=True)
-    return [_temp(b, b.sub(og, b.op("broadcast_mul", b.op("exp", y), total)), node.params)]
+    return [_to_input_dtype(b, node, _temp(b, b.sub(og, b.op("broadcast_mul", b.op("exp", y), total)), node.params))]
+
+
+def _to_input_dtype(b, node, g):
+    """With ``dtype`` given the output (and its gradient) may differ from the input's dtype."""
+    return b.op("_cast_like", g, node.inputs[0]) if node.params.get("dtype") else g
 
 
 def _np_softmax(params, x, log=False):
@@ -231,7 +238,6 @@ def _sog_lower(params, ins, outs):
     ignore = E.const(params["ignore_label"], f)
     use_ignore = params["use_ignore"]
     norm = params["normalization"]
-    n_rows = label.size
 
     def valid_count():
         rv = E.fresh_vars(label.ndim)
@@ -249,7 +255,8 @@ def _sog_lower(params, ins, outs):
         if norm == "batch":
             g = g / E.const(float(y.shape[0]), f)
         elif norm == "valid":
-            cnt = valid_count() if use_ignore else E.const(float(n_rows), f)
+            # MXNet counts labels != ignore_label here whether or not use_ignore is set
+            cnt = valid_count()
             g = g / E.maximum(cnt, E.const(1.0, f))
         return g
     return [compute(out, body)]

@@ -294,4 +294,7 @@ def _np_sum_like(params, g, like):
 
 register(OpDef("_reduce_sum_like", kind="reduce", inputs=("data", "like"), shape=_like_second,
                dtype=_like_second_type, lower=_sum_like_lower, reference=_np_sum_like,
-               gradient=lambda b, node, ogs: [b.op("broadcast_like", ogs[0], node.inputs[0]), None]))
+               # og has like's shape, possibly of lower rank than data (numpy-style leading axes):
+               # broadcast_like needs equal ranks, so broadcast through an add with zeros.
+               gradient=lambda b, node, ogs: [b.op("broadcast_add", b.zeros_like(node.inputs[0]), ogs[0]),
+                                              None]))
