@@ -1,6 +1,23 @@
 """AttrScope: attributes attached to every symbol created inside a ``with`` block."""
 import threading
 
+from .base import MXNetError
+from .compiler.ops.params import HIDDEN_KEYS
+
+
+def normalize_attrs(attrs):
+    """MXNet's attribute setter: ``ctx_group``, ``lr_mult``... are stored as ``__key__``,
+    and per-argument spellings such as ``weight_lr_mult`` are refused."""
+    out = {}
+    for key, value in attrs.items():
+        if key in HIDDEN_KEYS:
+            key = "__%s__" % key
+        elif not key.startswith("__") and any(key.endswith("_" + h) for h in HIDDEN_KEYS):
+            raise MXNetError("attribute %r: set %s on the argument's own variable instead"
+                             % (key, key.rsplit("_", 2)[-2] + "_" + key.rsplit("_", 1)[-1]))
+        out[key] = value
+    return out
+
 
 class AttrScope:
     _local = threading.local()
@@ -16,7 +33,7 @@ class AttrScope:
         merged = dict(self._attr)
         if attr:
             merged.update(attr)
-        return merged
+        return normalize_attrs(merged)
 
     def __enter__(self):
         old = AttrScope.current()

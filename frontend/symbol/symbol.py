@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..attribute import AttrScope
+from ..attribute import AttrScope, normalize_attrs
 from ..base import MXNetError, numeric_types
 from ..compiler import serialization
 from ..compiler.graph import Entry, Graph, Node, topo_order
@@ -83,7 +83,8 @@ class Symbol:
     def attr(self, key):
         if len(self._outputs) != 1:
             return None
-        return self._outputs[0].node.attrs.get(key)
+        attrs = self._outputs[0].node.attrs
+        return attrs.get(key, attrs.get("__%s__" % key))
 
     def list_attr(self, recursive=False):
         if recursive:
@@ -94,9 +95,10 @@ class Symbol:
         return {n.name: dict(n.attrs) for n in topo_order(self._outputs) if n.attrs}
 
     def _set_attr(self, **kwargs):
-        for k, v in kwargs.items():
+        for v in kwargs.values():
             if not isinstance(v, str):
                 raise ValueError("Set Attr only accepts string values")
+        for k, v in normalize_attrs(kwargs).items():
             for e in self._outputs:
                 e.node.attrs[k] = v
 
@@ -187,7 +189,7 @@ class Symbol:
         return serialization.to_json(self._outputs)
 
     def save(self, fname, remove_amp_cast=True):
-        with open(fname, "w") as f:
+        with open(fname, "w", encoding="utf-8") as f:
             f.write(self.tojson())
 
     # ---- execution ----
@@ -439,7 +441,7 @@ def load_json(json_str):
 
 
 def load(fname):
-    with open(fname) as f:
+    with open(fname, encoding="utf-8") as f:
         return load_json(f.read())
 
 

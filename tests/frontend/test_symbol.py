@@ -119,3 +119,21 @@ def test_nd_generated_ops_match_symbol():
     np.testing.assert_array_equal(nd_out.asnumpy(), sym_out.asnumpy())
     np.testing.assert_allclose(mx.nd.sum(mx.nd.array(x), axis=1).asnumpy(), x.sum(1), rtol=1e-6)
     assert repr(mx.nd.array([[1, 2], [3, 4]])).endswith("<NDArray 2x2 @cpu(0)>")
+
+
+def test_hidden_attribute_keys_are_stored_like_mxnet():
+    with mx.AttrScope(ctx_group="dev1", lr_mult="2"):
+        q = mx.sym.Variable("q")
+        fc = mx.sym.FullyConnected(q, num_hidden=2, name="fc")
+    assert q.attr("ctx_group") == "dev1" and q.attr("__ctx_group__") == "dev1"
+    assert '"__lr_mult__": "2"' in fc.tojson()
+    assert '"ctx_group"' not in fc.tojson()
+    with pytest.raises(mx.base.MXNetError, match="weight_lr_mult"):
+        mx.sym.FullyConnected(q, num_hidden=2, attr={"weight_lr_mult": "0.1"})
+
+
+def test_save_and_load_file(tmp_path):
+    s = mx.sym.exp(mx.sym.Variable("données"), name="ex")
+    path = tmp_path / "net-symbol.json"
+    s.save(str(path))
+    assert mx.sym.load(str(path)).tojson() == s.tojson()
