@@ -101,19 +101,27 @@ def _conv_shape(params, ins, outs):
     return new, [unify((x[0], f) + sp, outs[0])]
 
 
+def _conv_setup(params, data_shape, filters):
+    """Geometry, channels and filters per group, and reduction variables (channel + taps)."""
+    nsp = len(data_shape) - 2
+    k, s, d, p = conv_geometry(params, nsp)
+    g = params["num_group"]
+    return k, s, d, p, data_shape[1] // g, filters // g, E.fresh_vars(1 + nsp, "r")
+
+
+def _input_positions(o, kk, s, p, d):
+    """Input coordinates read by output position ``o`` through kernel tap ``kk``."""
+    return [oi * _c(si) - _c(pi) + ki * _c(di) for oi, si, pi, ki, di in zip(o, s, p, kk, d)]
+
+
 def _conv_lower(params, ins, outs):
     x, w = ins[0], ins[1]
     out = outs[0]
-    nsp = x.ndim - 2
-    k, s, d, p = conv_geometry(params, nsp)
-    g = params["num_group"]
-    cg = x.shape[1] // g
-    fg = out.shape[1] // g
-    rv = E.fresh_vars(1 + nsp, "r")
+    k, s, d, p, cg, fg, rv = _conv_setup(params, x.shape, out.shape[1])
 
     def body(n, f, *o):
         c, kk = rv[0], rv[1:]
-        pos = [oi * _c(si) - _c(pi) + ki * _c(di) for oi, si, pi, ki, di in zip(o, s, p, kk, d)]
+        pos = _input_positions(o, kk, s, p, d)
         xv, ok = _masked_load(x, [n, (f // _c(fg)) * _c(cg) + c], pos, x.shape[2:])
         term = E.select(ok, xv * w.load([f, c] + list(kk)), _zero(x.dtype))
         acc = E.Reduce("sum", rv, (cg,) + k, term)
@@ -174,12 +182,7 @@ def _conv_bwd_data_lower(params, ins, outs):
     """dx[n, c, i] = sum over filters of c's group and kernel taps k with i = o*s - p + k*d."""
     og, w, _ = ins
     out = outs[0]
-    nsp = out.ndim - 2
-    k, s, d, p = conv_geometry(params, nsp)
-    g = params["num_group"]
-    cg = out.shape[1] // g
-    fg = og.shape[1] // g
-    rv = E.fresh_vars(1 + nsp, "r")
+    k, s, d, p, cg, fg, rv = _conv_setup(params, out.shape, og.shape[1])
 
     def body(n, c, *i):
         fl, kk = rv[0], rv[1:]
@@ -198,17 +201,12 @@ def _conv_bwd_weight_lower(params, ins, outs):
     """dw[f, c, k] = sum over n and output positions of og[n, f, o] * x[n, group(f) + c, o*s - p + k*d]."""
     og, x, _ = ins
     out = outs[0]
-    nsp = x.ndim - 2
-    k, s, d, p = conv_geometry(params, nsp)
-    g = params["num_group"]
-    cg = x.shape[1] // g
-    fg = out.shape[0] // g
+    k, s, d, p, cg, fg, rv = _conv_setup(params, x.shape, out.shape[0])
     osp = og.shape[2:]
-    rv = E.fresh_vars(1 + nsp, "r")
 
     def body(f, c, *kk):
         n, o = rv[0], rv[1:]
-        pos = [oi * _c(si) - _c(pi) + ki * _c(di) for oi, si, pi, ki, di in zip(o, s, p, kk, d)]
+        pos = _input_positions(o, kk, s, p, d)
         xv, ok = _masked_load(x, [n, (f // _c(fg)) * _c(cg) + c], pos, x.shape[2:])
         term = E.select(ok, xv * og.load([n, f] + list(o)), _zero(x.dtype))
         return E.Reduce("sum", rv, (x.shape[0],) + osp, term)

@@ -44,3 +44,11 @@ def backward(sym, inputs, head_grads=None, wrt=None):
     else:
         ex.backward([mx.nd.array(h, dtype=np.asarray(h).dtype) for h in head_grads])
     return [o.asnumpy() for o in outs], {k: ex.grad_dict[k].asnumpy() for k in wrt}
+
+
+def sample(shape, dtype="float32", seed=0):
+    """Floats in [-2, 2) or integers in [-5, 5], reproducible per seed."""
+    rng = np.random.RandomState(seed)
+    if dtype.startswith("float"):
+        return rng.uniform(-2, 2, shape).astype(dtype)
+    return rng.randint(-5, 6, shape).astype(dtype)

@@ -9,14 +9,10 @@ import kiln as mx
 from kiln.base import MXNetError
 from tests.op_harness import check_forward, check_gradient, check_json_roundtrip
 
-from .helpers import forward
+from .helpers import forward, sample
 
 
-def _x(shape, dtype="float32", seed=0):
-    rng = np.random.RandomState(seed)
-    if dtype.startswith("float"):
-        return rng.uniform(-2, 2, shape).astype(dtype)
-    return rng.randint(-5, 6, shape).astype(dtype)
+_x = sample
 
 
 DTYPES = ["float32", "float64", "int32"]
