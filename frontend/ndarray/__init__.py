@@ -77,3 +77,24 @@ def _populate(namespace):
 
 
 _populate(globals())
+
+
+def _scalar_or_array(array_op, scalar_op, rscalar_op=None):
+    """MXNet's nd.maximum/minimum/power: NDArrays (broadcasting) or numbers on either side."""
+    def fn(lhs, rhs, out=None):
+        if isinstance(lhs, NDArray) and isinstance(rhs, NDArray):
+            outs = invoke(array_op, [lhs, rhs], {}, out=out)
+        elif isinstance(lhs, NDArray):
+            outs = invoke(scalar_op, [lhs], {"scalar": float(rhs)}, out=out)
+        elif isinstance(rhs, NDArray):
+            outs = invoke(rscalar_op or scalar_op, [rhs], {"scalar": float(lhs)}, out=out)
+        else:
+            raise TypeError("types (%s, %s) not supported" % (type(lhs).__name__, type(rhs).__name__))
+        return outs[0]
+    return fn
+
+
+maximum = _scalar_or_array("broadcast_maximum", "_maximum_scalar")
+minimum = _scalar_or_array("broadcast_minimum", "_minimum_scalar")
+power = _scalar_or_array("broadcast_power", "_power_scalar", "_rpower_scalar")
+hypot = _scalar_or_array("broadcast_hypot", "_hypot_scalar")
