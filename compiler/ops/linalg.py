@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import expr as E
-from ..kernel import compute
+from ..kernel import Gemm, compute, numel
 from . import params as P
 from .registry import OpDef, register
 from .shapes import InferError, known, unify
@@ -47,11 +47,26 @@ def _dot_shape(params, ins, outs):
     return [a, b], [unify(out or (1,), outs[0])]
 
 
+GEMM_DTYPES = ("float32", "float64")
+
+
+def _gemm(out, a, b, ta, tb, dims, batch=1):
+    """A ``Gemm`` stage when the backend has a blocked kernel for this product, else None."""
+    if not (a.dtype == b.dtype == out.dtype and out.dtype in GEMM_DTYPES) or min(dims) == 0:
+        return None
+    return [Gemm(out, a, b, ta, tb, batch=batch, dims=dims)]
+
+
 def _dot_lower(params, ins, outs):
     a, b = ins
     out = outs[0]
     fa, k_ext, pa = _split(a.shape, params["transpose_a"], "lhs")
     fb, _, pb = _split(b.shape, params["transpose_b"], "rhs")
+    # Storage is row-major, so each operand already is its matrix view; a 1-d one is a row.
+    gemm = _gemm(out, a, b, params["transpose_a"] and a.ndim > 1, params["transpose_b"] and b.ndim > 1,
+                 (numel(fa), numel(fb), k_ext))
+    if gemm:
+        return gemm
     (k,) = E.fresh_vars(1, "k")
     na = len(fa)
 
@@ -78,7 +93,7 @@ def _np_dot(params, a, b):
     return np.asarray(a2 @ b2).reshape(tuple(fa) + tuple(fb) or (1,)).astype(a.dtype)
 
 
-register(OpDef("dot", kind="reduce", inputs=("lhs", "rhs"), schema=DOT_SCHEMA, shape=_dot_shape,
+register(OpDef("dot", kind="opaque", inputs=("lhs", "rhs"), schema=DOT_SCHEMA, shape=_dot_shape,
                lower=_dot_lower, gradient=_dot_grad, reference=_np_dot))
 
 
@@ -103,8 +118,20 @@ def _dot_bwd_lower(params, ins, outs):
     which = params["which"]
     a_shape = out.shape if which == 0 else other.shape
     b_shape = other.shape if which == 0 else out.shape
-    fa, _, pa = _split(a_shape, params["transpose_a"], "lhs")
+    fa, k_ext, pa = _split(a_shape, params["transpose_a"], "lhs")
     fb, _, pb = _split(b_shape, params["transpose_b"], "rhs")
+    ta = params["transpose_a"] and len(a_shape) > 1
+    tb = params["transpose_b"] and len(b_shape) > 1
+    m, n = numel(fa), numel(fb)
+    # forward: C[m, n] = op(A)[m, k] . op(B)[k, n]; og is C's gradient
+    if which == 0:  # gA = og . op(B)^T, or its transpose when A is stored transposed
+        gemm = (_gemm(out, other, og, tb, True, (k_ext, m, n)) if ta
+                else _gemm(out, og, other, False, not tb, (m, k_ext, n)))
+    else:  # gB = op(A)^T . og, or its transpose when B is stored transposed
+        gemm = (_gemm(out, og, other, True, ta, (n, k_ext, m)) if tb
+                else _gemm(out, other, og, not ta, False, (k_ext, n, m)))
+    if gemm:
+        return gemm
     # summed over: the other operand's free dims
     f_sum = fb if which == 0 else fa
     p_out, p_other = (pa, pb) if which == 0 else (pb, pa)
@@ -148,7 +175,7 @@ def _dot_bwd_grad(b, node, ogs):
     return [b.op("dot", other, g, **t), b.op("_dot_backward", og, g, other, which=0, **t), None]
 
 
-register(OpDef("_dot_backward", kind="reduce", inputs=("ograd", "other", "like"), schema=DOT_BWD_SCHEMA,
+register(OpDef("_dot_backward", kind="opaque", inputs=("ograd", "other", "like"), schema=DOT_BWD_SCHEMA,
                shape=_dot_bwd_shape, dtype=_dot_bwd_type, lower=_dot_bwd_lower, gradient=_dot_bwd_grad,
                reference=_dot_bwd_ref))
 
@@ -166,6 +193,9 @@ def _lead_lower(params, ins, outs):
     """out[m, n] = sum over leading index L of x[L, m] * y[L, n]."""
     x, y = ins
     lead = x.shape[:-1]
+    gemm = _gemm(outs[0], x, y, True, False, (x.shape[-1], y.shape[-1], numel(lead)))
+    if gemm:
+        return gemm
     rv = E.fresh_vars(len(lead), "l")
     return [compute(outs[0], lambda m, n: E.Reduce("sum", rv, lead, x.load(tuple(rv) + (m,)) * y.load(tuple(rv) + (n,))))]
 
@@ -180,7 +210,7 @@ def _lead_grad(b, node, ogs):
     return [b.op("dot", y, og, transpose_b=True), b.op("dot", x, og)]
 
 
-register(OpDef("_tensordot_lead", kind="reduce", inputs=("lhs", "rhs"), shape=_lead_shape,
+register(OpDef("_tensordot_lead", kind="opaque", inputs=("lhs", "rhs"), shape=_lead_shape,
                lower=_lead_lower, reference=_lead_ref, gradient=_lead_grad))
 
 
@@ -201,6 +231,10 @@ def _bdot_lower(params, ins, outs):
     a, b = ins
     ta, tb = params["transpose_a"], params["transpose_b"]
     kext = a.shape[1] if ta else a.shape[2]
+    out = outs[0]
+    gemm = _gemm(out, a, b, ta, tb, (out.shape[1], out.shape[2], kext), batch=a.shape[0])
+    if gemm:
+        return gemm
     (k,) = E.fresh_vars(1, "k")
 
     def body(n, i, j):
@@ -230,7 +264,7 @@ def _np_bdot(params, a, b):
     return np.matmul(ea, eb).astype(a.dtype)
 
 
-register(OpDef("batch_dot", kind="reduce", inputs=("lhs", "rhs"), schema=DOT_SCHEMA, shape=_bdot_shape,
+register(OpDef("batch_dot", kind="opaque", inputs=("lhs", "rhs"), schema=DOT_SCHEMA, shape=_bdot_shape,
                lower=_bdot_lower, gradient=_bdot_grad, reference=_np_bdot))
 
 

@@ -1,0 +1,361 @@
+"""``Gemm`` stage -> LLVM IR: packed, cache-blocked loops around a vector micro-kernel.
+
+The loop order is GotoBLAS/BLIS's: column blocks of ``nc`` (the work units,
+see below), depth blocks of ``kc`` (pack a kc x nc panel of B), row blocks
+of ``mc`` (pack an mc x kc panel of A), then MR x NR register tiles computed
+by a micro-kernel of ``llvm.fma`` on vectors whose width follows the host's
+features. Packing reads transposed operands by index arithmetic and
+zero-pads edge panels, so the micro-kernel never sees a ragged tile; edge
+tiles of C are written through a small staging tile.
+
+Each Gemm becomes an internal helper ``void @<kernel>_gemm(ptr a, ptr b,
+ptr out, ptr extra..., i64 lo, i64 hi)`` computing work units [lo, hi):
+unit ``u`` is column block ``u % nblocks`` of batch ``u // nblocks``. Units
+write disjoint parts of ``out`` and pack into the helper's own stack
+buffers (bounded by the blocking parameters), so ranges of units may run on
+different threads. The kernel calls it once over all units.
+"""
+from __future__ import annotations
+
+import functools
+
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+
+from ..kernel import Gemm
+from . import llvm as L
+
+I32, I64 = L.I32, L.I64
+TYPES = {"float32": L.F32, "float64": L.F64}
+# Bytes of a packed A block (kept in L2) and of a packed B block (in L2/L3).
+A_BLOCK_BYTES = 192 << 10
+B_BLOCK_BYTES = 1 << 20
+KC_BYTES = 1024  # depth of a block in bytes: 256 float32 or 128 float64 (measured best on Zen 5)
+
+
+class Target:
+    """Vector width, register count and FMA support of the host CPU."""
+
+    def __init__(self, vector_bits, registers, fma):
+        self.vector_bits = vector_bits
+        self.registers = registers
+        self.fma = fma
+
+
+@functools.lru_cache(maxsize=None)
+def host_target():
+    """Read once: AVX-512 -> 512-bit vectors and 32 registers, AVX -> 256 bits, else 128."""
+    triple = llvm.get_process_triple()
+    if triple.startswith(("aarch64", "arm64")):
+        return Target(128, 32, True)
+    if not triple.startswith(("x86_64", "i686", "i386")):
+        return Target(128, 16, False)
+    feats = llvm.get_host_cpu_features()
+    fma = bool(feats.get("fma"))
+    if feats.get("avx512f"):
+        return Target(512, 32, fma)
+    if feats.get("avx"):
+        return Target(256, 16, fma)
+    return Target(128, 16, False)
+
+
+class Blocking:
+    """Micro-tile (MR x NR, NR = NV vectors) and cache blocks (mc, kc, nc) for one problem."""
+
+    def __init__(self, target, dtype, m, n, k, units_wanted=1):
+        esize = 4 if dtype == "float32" else 8
+        self.width = target.vector_bits // (8 * esize)
+        self.nv = 2
+        # accumulators MR * NV plus NV loads of B and one broadcast of A must fit in registers
+        self.mr = min(12, (target.registers - self.nv - 1) // self.nv)
+        self.nr = self.nv * self.width
+        self.kc = min(k, KC_BYTES // esize)
+        mc = max(1, A_BLOCK_BYTES // (self.kc * esize) // self.mr) * self.mr
+        nc = max(1, B_BLOCK_BYTES // (self.kc * esize) // self.nr) * self.nr
+        self.mc = min(mc, _ceil(m, self.mr) * self.mr)
+        self.nc = min(nc, _ceil(n, self.nr) * self.nr)
+        if _ceil(n, self.nc) < units_wanted:  # narrower column blocks so every thread gets work
+            self.nc = max(self.nr, _ceil(_ceil(n, units_wanted), self.nr) * self.nr)
+        self.nblocks = _ceil(n, self.nc)
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def emit_gemm(em, st):
+    """Emit the helper for stage ``st`` and call it from emitter ``em`` over all units."""
+    if st.out.dtype not in TYPES:
+        raise NotImplementedError("LLVM backend: Gemm on %s" % st.out.dtype)
+    bufs = [st.a, st.b, st.out] + st.extra_inputs
+    name = em.module.get_unique_name(em.fn.name + "_gemm")
+    fn = ir.Function(em.module, ir.FunctionType(L.VOID, [L.PTR] * len(bufs) + [I64, I64]), name)
+    fn.linkage = "internal"
+    work = 2 * st.batch * st.m * st.n * st.k
+    threads = em.num_threads if em.worth_threads(work) else 1
+    blk = Blocking(host_target(), st.out.dtype, st.m, st.n, st.k, units_wanted=-(-threads // st.batch))
+    _GemmEmitter(L._FunctionEmitter(em.module, fn, bufs), st, blk, host_target()).emit()
+    em.parallel_range(fn, bufs, st.batch * blk.nblocks, work)
+
+
+class _GemmEmitter:
+    def __init__(self, em, st, blk, target):
+        self.em, self.st, self.blk = em, st, blk
+        self.b = em.b
+        self.ty = TYPES[st.out.dtype]
+        self.esize = 4 if st.out.dtype == "float32" else 8
+        self.vty = ir.VectorType(self.ty, blk.width)
+        self.valign = min(64, blk.width * self.esize)
+        # llvm.fmuladd fuses only where the CPU has FMA; llvm.fma would become a libm call per lane
+        name = "%s.v%df%d" % ("llvm.fma" if target.fma else "llvm.fmuladd", blk.width, 8 * self.esize)
+        self.fma = em.declare(name, self.vty, [self.vty] * 3)
+        self.a, self.bp, self.c = (em.ptrs[id(x)] for x in (st.a, st.b, st.out))
+        self.lo, self.hi = em.fn.args[-2:]
+
+    # ---- small IR helpers ----
+    def c64(self, v):
+        return ir.Constant(I64, int(v))
+
+    def add(self, x, y):
+        return self.b.add(x, y if isinstance(y, ir.Value) else self.c64(y), flags=("nsw",))
+
+    def mul(self, x, y):
+        return self.b.mul(x, y if isinstance(y, ir.Value) else self.c64(y), flags=("nsw",))
+
+    def smin(self, x, y):
+        y = y if isinstance(y, ir.Value) else self.c64(y)
+        return self.b.select(self.b.icmp_signed("<", x, y), x, y)
+
+    def gep(self, ptr, off, ty=None):
+        return self.b.gep(ptr, [off], inbounds=True, source_etype=ty or self.ty)
+
+    def vstore(self, value, ptr, align):
+        """Store a vector through an element pointer (llvmlite types gep results by element)."""
+        st = self.b.store(value, self.b.bitcast(ptr, ir.PointerType(value.type)))
+        st.align = align
+
+    def for_(self, start, end, step, body):
+        """``for i in range(start, end, step): body(i)`` with a phi counter."""
+        b, fn = self.b, self.em.fn
+        start = start if isinstance(start, ir.Value) else self.c64(start)
+        end = end if isinstance(end, ir.Value) else self.c64(end)
+        pre = b.block
+        head, body_bb, done = (fn.append_basic_block(n) for n in ("g_loop", "g_body", "g_end"))
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64)
+        i.add_incoming(start, pre)
+        b.cbranch(b.icmp_signed("<", i, end), body_bb, done)
+        b.position_at_end(body_bb)
+        body(i)
+        i.add_incoming(self.add(i, step), b.block)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def if_(self, cond, then, other=None):
+        b, fn = self.b, self.em.fn
+        t_bb, e_bb, done = (fn.append_basic_block(n) for n in ("g_then", "g_else", "g_join"))
+        b.cbranch(cond, t_bb, e_bb)
+        b.position_at_end(t_bb)
+        then()
+        b.branch(done)
+        b.position_at_end(e_bb)
+        if other is not None:
+            other()
+        b.branch(done)
+        b.position_at_end(done)
+
+    def buffer(self, count):
+        """A stack buffer of ``count`` elements, 64-byte aligned."""
+        p = self.em.alloca_builder.alloca(self.ty, size=self.c64(count))
+        p.align = 64
+        return self.em.alloca_builder.bitcast(p, L.PTR)  # an untyped pointer, like the buffers
+
+    # ---- driver ----
+    def emit(self):
+        st, blk = self.st, self.blk
+        self.apack = self.buffer(blk.mc * blk.kc)
+        self.bpack = self.buffer(blk.nc * blk.kc)
+        self.tile = self.buffer(blk.mr * blk.nr)
+        self.for_(self.lo, self.hi, 1, self.unit)
+        self.b.ret_void()
+
+    def unit(self, u):
+        b, st, blk = self.b, self.st, self.blk
+        nb = self.c64(blk.nblocks)
+        self.bi = b.sdiv(u, nb)
+        j0 = self.mul(b.srem(u, nb), blk.nc)
+        ncur = self.smin(self.b.sub(self.c64(st.n), j0), blk.nc)
+        self.a_base = self.mul(self.bi, st.m * st.k)
+        self.b_base = self.mul(self.bi, st.k * st.n)
+        self.c_base = self.mul(self.bi, st.m * st.n)
+
+        def depth(p0):
+            kcur = self.smin(b.sub(self.c64(st.k), p0), blk.kc)
+            first = b.icmp_signed("==", p0, self.c64(0))
+            last = b.icmp_signed(">=", self.add(p0, blk.kc), self.c64(st.k))
+            self.pack_b(j0, ncur, p0, kcur)
+
+            def rows(i0):
+                mcur = self.smin(b.sub(self.c64(st.m), i0), blk.mc)
+                self.pack_a(i0, mcur, p0, kcur)
+
+                def col_panel(jr):
+                    def row_panel(ir_):
+                        self.micro(i0, ir_, mcur, j0, jr, ncur, kcur, first, last)
+                    self.for_(0, mcur, blk.mr, row_panel)
+                self.for_(0, ncur, blk.nr, col_panel)
+            self.for_(0, st.m, blk.mc, rows)
+        self.for_(0, st.k, blk.kc, depth)
+
+    # ---- packing ----
+    def load_a(self, i, kk):
+        """Element (i, kk) of A's matrix view in this batch."""
+        off = self.add(self.mul(kk, self.st.m), i) if self.st.transpose_a else self.add(self.mul(i, self.st.k), kk)
+        return self.b.load(self.gep(self.a, self.add(self.a_base, off)), typ=self.ty)
+
+    def load_b(self, kk, j):
+        off = self.add(self.mul(j, self.st.k), kk) if self.st.transpose_b else self.add(self.mul(kk, self.st.n), j)
+        return self.b.load(self.gep(self.bp, self.add(self.b_base, off)), typ=self.ty)
+
+    def pack_a(self, i0, mcur, p0, kcur):
+        """apack[panel][k][r] = A[i0 + panel*MR + r, p0 + k]; rows past mcur are zero."""
+        mr, b = self.blk.mr, self.b
+        zero = ir.Constant(self.ty, 0.0)
+
+        def panel(ip):
+            base = self.mul(ip, kcur)  # panel start = ip * kc (ip steps by MR)
+            valid = self.smin(b.sub(mcur, ip), mr)
+
+            def dst(k, r):
+                return self.gep(self.apack, self.add(base, self.add(self.mul(k, mr), r)))
+
+            def copy(k, r):
+                b.store(self.load_a(self.add(self.add(i0, ip), r), self.add(p0, k)), dst(k, r))
+            if self.st.transpose_a:
+                self.for_(0, kcur, 1, lambda k: self.for_(0, valid, 1, lambda r: copy(k, r)))
+            else:
+                self.for_(0, valid, 1, lambda r: self.for_(0, kcur, 1, lambda k: copy(k, r)))
+            self.for_(valid, mr, 1, lambda r: self.for_(0, kcur, 1, lambda k: b.store(zero, dst(k, r))))
+        self.for_(0, mcur, mr, panel)
+
+    def pack_b(self, j0, ncur, p0, kcur):
+        """bpack[panel][k][c] = B[p0 + k, j0 + panel*NR + c]; columns past ncur are zero."""
+        nr, b = self.blk.nr, self.b
+        zero = ir.Constant(self.ty, 0.0)
+
+        def panel(jp):
+            base = self.mul(jp, kcur)
+            valid = self.smin(b.sub(ncur, jp), nr)
+
+            def dst(k, c):
+                return self.gep(self.bpack, self.add(base, self.add(self.mul(k, nr), c)))
+
+            def copy(k, c):
+                b.store(self.load_b(self.add(p0, k), self.add(self.add(j0, jp), c)), dst(k, c))
+            if self.st.transpose_b:
+                self.for_(0, valid, 1, lambda c: self.for_(0, kcur, 1, lambda k: copy(k, c)))
+            else:
+                self.for_(0, kcur, 1, lambda k: self.for_(0, valid, 1, lambda c: copy(k, c)))
+            self.for_(0, kcur, 1, lambda k: self.for_(valid, nr, 1, lambda c: b.store(zero, dst(k, c))))
+        self.for_(0, ncur, nr, panel)
+
+    # ---- micro-kernel ----
+    def splat(self, x):
+        b, w = self.b, self.blk.width
+        v = b.insert_element(ir.Constant(self.vty, ir.Undefined), x, ir.Constant(I32, 0))
+        return b.shuffle_vector(v, ir.Constant(self.vty, ir.Undefined), ir.Constant(ir.VectorType(I32, w), [0] * w))
+
+    def micro(self, i0, ir_, mcur, j0, jr, ncur, kcur, first, last):
+        """C[i0+ir_ : +MR, j0+jr : +NR] (+)= apack panel . bpack panel over kcur."""
+        b, blk, fn = self.b, self.blk, self.em.fn
+        mr, nv, w, nr = blk.mr, blk.nv, blk.width, blk.nr
+        pa = self.gep(self.apack, self.mul(ir_, kcur))
+        pb = self.gep(self.bpack, self.mul(jr, kcur))
+        pre = b.block
+        head, body_bb, done = (fn.append_basic_block(n) for n in ("mk_loop", "mk_body", "mk_end"))
+        b.branch(head)
+        b.position_at_end(head)
+        k = b.phi(I64)
+        k.add_incoming(self.c64(0), pre)
+        zero = ir.Constant(self.vty, [0.0] * w)
+        accs = []
+        for _ in range(mr * nv):
+            p = b.phi(self.vty)
+            p.add_incoming(zero, pre)
+            accs.append(p)
+        b.cbranch(b.icmp_signed("<", k, kcur), body_bb, done)
+        b.position_at_end(body_bb)
+        bvec = []
+        for v in range(nv):
+            ld = b.load(self.gep(pb, self.add(self.mul(k, nr), v * w)), typ=self.vty)
+            ld.align = self.valign
+            bvec.append(ld)
+        new = []
+        for r in range(mr):
+            av = self.splat(b.load(self.gep(pa, self.add(self.mul(k, mr), r)), typ=self.ty))
+            for v in range(nv):
+                new.append(b.call(self.fma, [av, bvec[v], accs[r * nv + v]]))
+        latch = b.block
+        k.add_incoming(self.add(k, 1), latch)
+        for p, n in zip(accs, new):
+            p.add_incoming(n, latch)
+        b.branch(head)
+        b.position_at_end(done)
+
+        row0 = self.add(i0, ir_)
+        col0 = self.add(j0, jr)
+        full = b.and_(b.icmp_signed(">=", b.sub(mcur, ir_), self.c64(mr)),
+                      b.icmp_signed(">=", b.sub(ncur, jr), self.c64(nr)))
+        if self.st.epilogue is not None:
+            full = b.and_(full, b.not_(last))
+        self.if_(full, lambda: self.store_full(accs, row0, col0, first),
+                 lambda: self.store_edge(accs, row0, col0, self.smin(b.sub(mcur, ir_), mr),
+                                         self.smin(b.sub(ncur, jr), nr), first, last))
+
+    def c_ptr(self, row, col):
+        return self.gep(self.c, self.add(self.c_base, self.add(self.mul(row, self.st.n), col)))
+
+    def store_full(self, accs, row0, col0, first):
+        b, blk = self.b, self.blk
+        for r in range(blk.mr):
+            for v in range(blk.nv):
+                p = self.c_ptr(self.add(row0, r), self.add(col0, v * blk.width))
+                acc = accs[r * blk.nv + v]
+                old = b.load(p, typ=self.vty)
+                old.align = self.esize
+                self.vstore(b.select(first, acc, b.fadd(old, acc)), p, self.esize)
+
+    def store_edge(self, accs, row0, col0, rows, cols, first, last):
+        """Stage the tile, then write its valid part element by element (epilogue included)."""
+        b, blk = self.b, self.blk
+        for r in range(blk.mr):
+            for v in range(blk.nv):
+                self.vstore(accs[r * blk.nv + v], self.gep(self.tile, self.c64(r * blk.nr + v * blk.width)),
+                            self.valign)
+        ep = self.st.epilogue
+        em = self.em
+
+        def elem(r, c):
+            val = b.load(self.gep(self.tile, self.add(self.mul(r, blk.nr), c)), typ=self.ty)
+            row, col = self.add(row0, r), self.add(col0, c)
+            p = self.c_ptr(row, col)
+            val = b.select(first, val, b.fadd(b.load(p, typ=self.ty), val))
+            if ep is not None:
+                pre = b.block
+                then_bb, join = em.fn.append_basic_block("ep"), em.fn.append_basic_block("ep_join")
+                b.cbranch(last, then_bb, join)
+                b.position_at_end(then_bb)
+                em.env.update({Gemm.ACC_NAME: val, Gemm.ROW.name: row, Gemm.COL.name: col, Gemm.BATCH.name: self.bi})
+                em.scopes.append({})  # the emitter caches values per scope; these depend on the tile
+                out = em.emit(ep)
+                em.scopes.pop()
+                then_end = b.block
+                b.branch(join)
+                b.position_at_end(join)
+                phi = b.phi(self.ty)
+                phi.add_incoming(val, pre)
+                phi.add_incoming(out, then_end)
+                val = phi
+            b.store(val, p)
+        self.for_(0, rows, 1, lambda r: self.for_(0, cols, 1, lambda c: elem(r, c)))
