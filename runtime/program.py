@@ -26,6 +26,7 @@ class SlotSpec:
     dtype: str
     external: bool
     offset: int = 0  # arena byte offset of an internal slot
+    alias_of: int | None = None  # an internal slot that is another slot's storage under another shape
 
     @property
     def nbytes(self):
@@ -62,12 +63,19 @@ class LoadedProgram:
         self._table = (ctypes.c_void_p * max(len(spec.slots), 1))()
         base = self.arena.ctypes.data
         self._external = []
+        self._aliases = [(i, s.alias_of) for i, s in enumerate(spec.slots) if s.alias_of is not None]
         for i, s in enumerate(spec.slots):
             if s.external:
                 self._external.append(i)
             else:
                 self._table[i] = base + s.offset
         self._bound = {}
+
+    @property
+    def jit_stats(self):
+        """How the native code was obtained: seconds spent and whether the disk cache had it."""
+        return {"seconds": getattr(self.module, "compile_seconds", 0.0),
+                "cache_hit": getattr(self.module, "from_cache", False)}
 
     def has_slot(self, name):
         return any(self.spec.slots[i].name == name for i in self._external)
@@ -94,6 +102,8 @@ class LoadedProgram:
             arr = self._bound[i]
             check_array(arr, self.spec.slots[i])
             self._table[i] = arr.ctypes.data
+        for i, target in self._aliases:  # after binding: an alias may view an external array
+            self._table[i] = self._table[target]
         fn = self._entries.get(entry)
         if fn is None:
             raise MXNetError("program %s has no entry %r" % (self.spec.name, entry))
