@@ -214,3 +214,87 @@ _counter = [0]
 def fresh_vars(n, prefix="r"):
     _counter[0] += 1
     return [Var("%s%d_%d" % (prefix, _counter[0], k)) for k in range(n)]
+
+
+def map_children(e, fn):
+    """A copy of ``e`` with ``fn`` applied to each direct child (``e`` itself for leaves)."""
+    if isinstance(e, Load):
+        return Load(e.buf, [fn(i) for i in e.index])
+    if isinstance(e, Call):
+        return Call(e.fn, [fn(a) for a in e.args])
+    if isinstance(e, Select):
+        return Select(fn(e.cond), fn(e.a), fn(e.b))
+    if isinstance(e, Cast):
+        return Cast(fn(e.x), e.dtype)
+    if isinstance(e, Reduce):
+        return Reduce(e.kind, e.rvars, e.extents, fn(e.body), e.dtype)
+    return e
+
+
+def substitute(e, env, memo=None):
+    """Replace loop variables by name (``env``: name -> Expr); shared subtrees stay shared."""
+    memo = {} if memo is None else memo
+
+    def go(x):
+        hit = memo.get(id(x))
+        if hit is not None:
+            return hit
+        out = env.get(x.name, x) if isinstance(x, Var) else map_children(x, go)
+        memo[id(x)] = out
+        return out
+    return go(e)
+
+
+def structural_key(e, memo):
+    """A hashable key equal for structurally equal expressions (memoised by object)."""
+    hit = memo.get(id(e))
+    if hit is not None:
+        return hit
+    if isinstance(e, Const):
+        key = ("c", e.value, e.dtype)
+    elif isinstance(e, Var):
+        key = ("v", e.name)
+    elif isinstance(e, Load):
+        key = ("l", id(e.buf)) + tuple(structural_key(i, memo) for i in e.index)
+    elif isinstance(e, Call):
+        key = ("f", e.fn) + tuple(structural_key(a, memo) for a in e.args)
+    elif isinstance(e, Select):
+        key = ("s", structural_key(e.cond, memo), structural_key(e.a, memo), structural_key(e.b, memo))
+    elif isinstance(e, Cast):
+        key = ("t", e.dtype, structural_key(e.x, memo))
+    else:
+        key = ("r", e.kind, tuple(v.name for v in e.rvars), e.extents, e.dtype, structural_key(e.body, memo))
+    memo[id(e)] = key
+    return key
+
+
+def contains_reduce(e):
+    seen = set()
+
+    def go(x):
+        if id(x) in seen:
+            return False
+        seen.add(id(x))
+        if isinstance(x, Reduce):
+            return True
+        found = []
+        map_children(x, lambda c: found.append(go(c)) or c)
+        return any(found)
+    return go(e)
+
+
+def loaded_buffers(exprs):
+    """ids of the buffers that ``exprs`` load from."""
+    seen, found = set(), set()
+
+    def go(x):
+        if id(x) in seen:
+            return x
+        seen.add(id(x))
+        if isinstance(x, Load):
+            found.add(id(x.buf))
+        map_children(x, go)
+        return x
+    for e in exprs:
+        go(e)
+    return found

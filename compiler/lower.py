@@ -1,35 +1,41 @@
-"""Lowering: an inferred, expanded graph -> kernels, a slot table and entry call lists."""
+"""Lowering: fused groups of an inferred graph -> kernels, a slot table and launches.
+
+Each group becomes one kernel: the root's stages with every load of a member's
+output replaced by the member's expression at that index (members are single
+``Compute`` stages by construction of the fusion pass). Kernels are
+deduplicated by their structure, operators, attributes and buffer types.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..runtime.errors import MXNetError
-from ..runtime.program import ALIGN, SlotSpec
-from .kernel import Buffer, Kernel
+from ..runtime.program import SlotSpec
+from . import expr as E
+from .kernel import Buffer, Compute, Gemm, Kernel, ScatterAdd, stage_exprs
 
 
-def kernel_for(node, in_specs, out_specs):
-    """One kernel for one operator node; ``*_specs`` are (shape, dtype) pairs."""
-    op = node.op
-    if op.lower is None:
-        raise NotImplementedError("operator %s has no kernel on the CPU backend" % op.name)
-    ins = [Buffer("in%d" % i, s, t) for i, (s, t) in enumerate(in_specs)]
-    outs = [Buffer("out%d" % i, s, t) for i, (s, t) in enumerate(out_specs)]
-    stages = op.lower(node.params, ins, outs)
-    return Kernel(op.name, ins, outs, stages)
+@dataclass
+class Launch:
+    """One kernel call: its slots (one per kernel parameter) and the nodes it computes."""
 
+    kernel: Kernel
+    slots: list
+    nodes: list
 
-def _kernel_key(node, in_specs, out_specs):
-    return (node.op.name, tuple(sorted((k, repr(v)) for k, v in node.params.items())),
-            tuple(in_specs), tuple(out_specs))
+    @property
+    def ops(self):
+        return [n.op.name for n in self.nodes]
 
 
 class Lowered:
-    """Kernels (deduplicated), slots, and per-entry call lists."""
+    """Kernels (deduplicated), slots, and the launches of each program entry."""
 
     def __init__(self):
         self.kernels = []
         self.slots = []
         self.slot_of = {}  # entry key -> slot index
-        self.calls = {}  # entry name -> [(kernel name, [slot])]
+        self.phases = {}  # entry name -> [Launch]
         self._by_key = {}
 
     def slot(self, key, name, shape, dtype, external):
@@ -39,54 +45,139 @@ class Lowered:
         self.slots.append(SlotSpec(name, tuple(shape), dtype, external))
         return self.slot_of[key]
 
-    def kernel(self, node, in_specs, out_specs):
-        key = _kernel_key(node, in_specs, out_specs)
-        k = self._by_key.get(key)
-        if k is None:
-            k = kernel_for(node, in_specs, out_specs)
-            k.name = "k%d_%s" % (len(self.kernels), node.op.name.strip("_"))
-            self._by_key[key] = k
-            self.kernels.append(k)
-        return k
+    def calls(self):
+        """``{entry: [(kernel name, slots)]}`` for the code generator."""
+        return {p: [(l.kernel.name, l.slots) for l in launches] for p, launches in self.phases.items()}
 
-    def plan_arena(self):
-        """Naive plan: one aligned region per internal slot (reuse comes with the planner)."""
-        offset = 0
-        for s in self.slots:
-            if not s.external:
-                s.offset = offset
-                offset += -(-max(s.nbytes, 1) // ALIGN) * ALIGN
-        return offset
+
+def _inline_producers(stages, producers):
+    """Substitute producer expressions into the loads of ``stages`` (recursively)."""
+    memo, keys = {}, {}
+
+    def go(e):
+        if isinstance(e, E.Load) and id(e.buf) in producers:
+            index = [go(i) for i in e.index]
+            key = (id(e.buf),) + tuple(E.structural_key(i, keys) for i in index)
+            hit = memo.get(key)
+            if hit is None:
+                axes, body = producers[id(e.buf)]
+                hit = go(E.substitute(body, {a.name: i for a, i in zip(axes, index)}))
+                memo[key] = hit
+            return hit
+        return E.map_children(e, go)
+
+    out = []
+    for st in stages:
+        if isinstance(st, Compute):
+            out.append(Compute(st.out, st.axes, go(st.body)))
+        elif isinstance(st, ScatterAdd):
+            out.append(ScatterAdd(st.out, st.axes, st.extents, [go(t) for t in st.target], go(st.value)))
+        else:
+            if any(id(b) in producers for b in getattr(st, "inputs", ())):
+                raise AssertionError("fused a producer into a stage that cannot inline it")
+            out.append(st)
+    return out
+
+
+def lower_group(group, spec):
+    """Kernel for ``group`` (root last) and the entries bound to its parameters."""
+    member_out = {(n.uid, 0) for n in group[:-1]}
+    position = {(n.uid, 0): k for k, n in enumerate(group)}  # wiring keys must not depend on node ids
+    ext_bufs, ext_entries, ext_index, virtual = {}, [], {}, {}
+    producers = {}
+    gemm = None
+    wiring = []
+    for node in group:
+        ins, wires = [], []
+        for e in node.inputs:
+            key = e.key()
+            if key in member_out:
+                ins.append(virtual[key])
+                wires.append(("m", position[key]))
+            else:
+                if key not in ext_bufs:
+                    s, t = spec(e)
+                    ext_index[key] = len(ext_entries)
+                    ext_bufs[key] = Buffer("in%d" % len(ext_entries), s, t)
+                    ext_entries.append(e)
+                ins.append(ext_bufs[key])
+                wires.append(("x", ext_index[key]))
+        outs = [Buffer("%s_out%d" % (node.name, i), *spec(node.out(i))) for i in range(node.num_outputs)]
+        if node.op.lower is None:
+            raise NotImplementedError("operator %s has no kernel on the CPU backend" % node.op.name)
+        stages = node.op.lower(node.params, ins, outs)
+        if node is group[-1]:
+            root_outs, root_stages = outs, stages
+        else:
+            (st,) = stages
+            if isinstance(st, Gemm):
+                gemm = st  # the group's root and members become its epilogue
+            else:
+                producers[id(outs[0])] = (st.axes, st.body)
+            virtual[(node.uid, 0)] = outs[0]
+        wiring.append((node.op.name, tuple(sorted((k, repr(v)) for k, v in node.params.items())), tuple(wires)))
+    stages = _inline_producers(root_stages, producers)
+    if gemm is not None:
+        fused = gemm.with_epilogue(stages[0]) if len(stages) == 1 else None
+        if fused is None:
+            raise AssertionError("fusion grouped a GEMM with a consumer it cannot take as epilogue")
+        stages = [fused]
+    loaded = E.loaded_buffers([x for st in stages for x in stage_exprs(st)])
+    ext_entries = [e for e in ext_entries if id(ext_bufs[e.key()]) in loaded]  # shape-only inputs need no slot
+    kernel = Kernel(group[-1].op.name, [ext_bufs[e.key()] for e in ext_entries], root_outs, stages)
+    key = (tuple(wiring), tuple((b.shape, b.dtype) for b in kernel.params))
+    return kernel, ext_entries, key
+
+
+def kernel_name(group, index):
+    ops = [n.op.name.strip("_") for n in group]
+    return ("fused_%s_%d" if len(ops) > 1 else "%s_%d") % ("_".join(ops[:6]), index)
 
 
 def lower_graph(graph, shapes, dtypes, external_outputs, phases):
-    """``external_outputs``: entry key -> slot name; ``phases``: [(entry name, [node])]."""
+    """``external_outputs``: entry key -> slot name; ``phases``: [(entry name, [group])]."""
     low = Lowered()
 
     def spec(e):
         s, t = shapes.get(e.key()), dtypes.get(e.key())
         if s is None or t is None:
-            raise MXNetError("cannot compile: the shape or dtype of %s (output %d of %r) is unknown"
-                             % ("operator " + e.node.op.name if e.node.op else "variable", e.index, e.node.name))
+            what = "operator " + e.node.op.name if e.node.op else "variable"
+            raise MXNetError("cannot compile: the shape or dtype of output %d of %s %r is unknown"
+                             % (e.index, what, e.node.name))
         return tuple(s), t
 
     for n in graph.variables():
-        s, t = spec(n.out(0))
-        low.slot(n.out(0).key(), n.name, s, t, True)
-    for key, name in external_outputs.items():
-        node_uid, idx = key
-        node = next(n for n in graph.nodes if n.uid == node_uid)
-        s, t = spec(node.out(idx))
-        low.slot(key, name, s, t, True)
-    for entry_name, nodes in phases:
-        calls = []
-        for node in nodes:
-            in_specs = [spec(e) for e in node.inputs]
-            out_specs = [spec(node.out(i)) for i in range(node.num_outputs)]
-            k = low.kernel(node, in_specs, out_specs)
-            args = [low.slot_of[e.key()] for e in node.inputs]
-            for i, (s, t) in enumerate(out_specs):
-                args.append(low.slot((node.uid, i), "%s_out%d" % (node.name, i), s, t, False))
-            calls.append((k.name, args))
-        low.calls[entry_name] = calls
+        low.slot(n.out(0).key(), n.name, *spec(n.out(0)), True)
+    nodes = {n.uid: n for n in graph.nodes}
+    for (uid, idx), name in external_outputs.items():
+        low.slot((uid, idx), name, *spec(nodes[uid].out(idx)), True)
+    for entry_name, groups in phases:
+        launches = []
+        for group in groups:
+            kernel, entries, key = lower_group(group, spec)
+            known = low._by_key.get(key)
+            if known is None:
+                kernel.name = kernel_name(group, len(low.kernels))
+                low._by_key[key] = kernel
+                low.kernels.append(kernel)
+            else:
+                kernel = known
+            root = group[-1]
+            slots = [low.slot_of[e.key()] for e in entries]
+            for i in range(root.num_outputs):
+                s, t = spec(root.out(i))
+                slots.append(low.slot((root.uid, i), "%s_out%d" % (root.name, i), s, t, False))
+            launches.append(Launch(kernel, slots, group))
+        low.phases[entry_name] = launches
     return low
+
+
+def plan_naive(low):
+    """One aligned region per internal slot; the baseline the memory planner is measured against."""
+    from ..runtime.program import ALIGN
+    offset = 0
+    for s in low.slots:
+        if not s.external:
+            s.offset = offset
+            offset += -(-max(s.nbytes, 1) // ALIGN) * ALIGN
+    return {"arena_bytes": offset, "naive_bytes": offset, "inplace": 0, "reused": 0}

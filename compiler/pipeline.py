@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 
 from ..runtime.errors import MXNetError
 from ..runtime.program import ProgramSpec
@@ -19,7 +18,11 @@ from .graph import Entry, Graph, Node, topo_order
 from .passes.expand import expand_composites
 from .passes.gradient import gradient
 from .passes.infer import infer_shapes, infer_types
-from .lower import lower_graph
+from .passes.simplify import PASSES as SIMPLIFY_PASSES, drop_shape_noops
+from .lower import lower_graph, plan_naive
+from .memory import plan_memory
+from .passes.fuse import fuse
+from .report import CompileReport
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +30,6 @@ HEAD_GRAD = "__head_grad%d"
 OUTPUT = "__output%d"
 GRAD = "__grad:%s"
 GRAD_IN = "__grad_in:%s"
-
-
-@dataclass
-class CompileReport:
-    passes: list = field(default_factory=list)
-    kernels: list = field(default_factory=list)
-    memory: dict = field(default_factory=dict)
-
-    def to_dict(self):
-        return {"passes": self.passes, "kernels": self.kernels, "memory": self.memory}
 
 
 class PassManager:
@@ -59,7 +52,7 @@ class PassManager:
         return result
 
 
-def _phase_nodes(graph, roots, exclude=()):
+def _phase_nodes(roots, exclude=()):
     """Operator nodes needed for ``roots`` in topological order, skipping ``exclude``."""
     order = topo_order(roots)
     return [n for n in order if n.op is not None and n.uid not in exclude]
@@ -121,6 +114,12 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
                                  "seconds": time.perf_counter() - t0})
     n_fwd = len(heads)
     graph = pm.run("expand_composites", expand_composites, graph)
+    for pass_name, pass_fn in SIMPLIFY_PASSES:
+        graph = pm.run(pass_name, pass_fn, graph)
+    if "shape_noops" not in pm.disabled:
+        shapes = _infer_into(graph, var_shapes, infer_shapes, "shape")
+        dtypes = _infer_into(graph, var_types, infer_types, "dtype")
+        graph = pm.run("shape_noops", drop_shape_noops, graph, shapes, dtypes)
     taken = set()
     fwd = _materialise(graph.outputs[:n_fwd], taken)
     bwd = _materialise(graph.outputs[n_fwd:], taken)
@@ -131,21 +130,40 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     external = {e.key(): OUTPUT % i for i, e in enumerate(fwd)}
     for slot, e in zip(info["grads"].values(), bwd):
         external[e.key()] = slot
-    fwd_nodes = _phase_nodes(graph, fwd)
-    bwd_nodes = _phase_nodes(graph, bwd, exclude={n.uid for n in fwd_nodes}) if bwd else []
+    fwd_nodes = _phase_nodes(fwd)
+    bwd_nodes = _phase_nodes(bwd, exclude={n.uid for n in fwd_nodes}) if bwd else []
     t0 = time.perf_counter()
-    low = lower_graph(graph, shapes, dtypes, external, [("forward", fwd_nodes), ("backward", bwd_nodes)])
-    arena = low.plan_arena()
-    pm.report.passes.append({"name": "lower", "nodes_before": len(graph.nodes), "nodes_after": len(graph.nodes),
+    phases = fuse([("forward", fwd_nodes), ("backward", bwd_nodes)], shapes, dtypes, set(external),
+                  enabled="fuse" not in pm.disabled)
+    n_ops = len(fwd_nodes) + len(bwd_nodes)
+    pm.report.passes.append({"name": "fuse", "nodes_before": n_ops,
+                             "nodes_after": sum(len(groups) for _, groups in phases),
                              "seconds": time.perf_counter() - t0})
     t0 = time.perf_counter()
-    ir_text = emit_program(name, low.kernels, low.calls)
-    pm.report.passes.append({"name": "codegen_llvm", "nodes_before": len(graph.nodes),
-                             "nodes_after": len(graph.nodes), "seconds": time.perf_counter() - t0})
-    pm.report.kernels = [{"name": k.name, "ops": [k.name.split("_", 1)[1]], "backend": "llvm"} for k in low.kernels]
-    naive = sum(s.nbytes for s in low.slots if not s.external)
-    pm.report.memory = {"arena_bytes": arena, "naive_bytes": naive, "inplace": 0, "reused": 0}
-    spec = ProgramSpec(name, ir_text, ["forward", "backward"], low.slots, arena, pm.report.to_dict())
+    low = lower_graph(graph, shapes, dtypes, external, phases)
+    pm.report.passes.append({"name": "lower", "nodes_before": n_ops, "nodes_after": len(low.kernels),
+                             "seconds": time.perf_counter() - t0})
+    t0 = time.perf_counter()
+    n_launches = sum(len(launches) for launches in low.phases.values())
+    if "memory" in pm.disabled:
+        pm.report.memory = dict(plan_naive(low), aliased=0)
+    else:
+        pm.report.memory = plan_memory(low).stats
+        pm.report.passes.append({"name": "memory", "nodes_before": n_launches,
+                                 "nodes_after": sum(len(launches) for launches in low.phases.values()),
+                                 "seconds": time.perf_counter() - t0})
+    t0 = time.perf_counter()
+    ir_text = emit_program(name, low.kernels, low.calls())
+    pm.report.passes.append({"name": "codegen_llvm", "nodes_before": len(low.kernels),
+                             "nodes_after": len(low.kernels), "seconds": time.perf_counter() - t0})
+    seen = set()
+    for launches in low.phases.values():
+        for launch in launches:
+            if launch.kernel.name not in seen:
+                seen.add(launch.kernel.name)
+                pm.report.kernels.append({"name": launch.kernel.name, "ops": launch.ops, "backend": "llvm"})
+    spec = ProgramSpec(name, ir_text, ["forward", "backward"], low.slots, pm.report.memory["arena_bytes"],
+                       pm.report.to_dict())
     return spec, info
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from .base import MXNetError
 from .compiler.pipeline import compile_program
+from .compiler.report import CompileReport
 from .ndarray import NDArray, zeros
 from .runtime.program import LoadedProgram
 
@@ -192,7 +193,10 @@ class Executor:
         return Executor(self._symbol, self._ctx, args, grads, self._grad_req, aux)
 
     def compile_report(self):
-        return dict(self._program.spec.report)
+        """Passes, kernels and memory plan of this executor's program (a CompileReport)."""
+        report = CompileReport.from_dict(self._program.spec.report)
+        report.jit = dict(self._program.jit_stats)
+        return report
 
     def debug_str(self):
         return self._symbol.debug_str()

@@ -3,16 +3,22 @@
 Each kernel becomes ``void @<name>(ptr, ptr, ...)`` over its buffers; each
 program entry becomes ``void @<entry>(ptr table)`` which loads buffer
 pointers from a table and calls the kernels in order, so a whole forward or
-backward pass is one native call. float16 is stored as ``half`` and computed
+backward pass is one native call. Large stages run their outermost loop on
+worker threads through libgomp's ``GOMP_parallel`` from inside that call
+(``KILN_NUM_THREADS``; a ScatterAdd's accumulation stays serial). float16 is stored as ``half`` and computed
 in float; integer division and remainder are guarded so that a zero divisor
 gives 0 instead of a hardware trap.
 """
 from __future__ import annotations
 
+import math
+
 import llvmlite.ir as ir
 
+from ...runtime.threads import parallel_threads
 from .. import expr as E
-from ..kernel import Compute, ScatterAdd
+from ..kernel import Compute, Gemm, ScatterAdd
+from . import llvm_math
 
 I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
 F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
@@ -31,6 +37,11 @@ LIBM = {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log1p", "log2": 
         "round": "round"}
 INTRINSICS = {"sqrt": "llvm.sqrt", "abs": "llvm.fabs", "floor": "llvm.floor", "ceil": "llvm.ceil",
               "trunc": "llvm.trunc", "rint": "llvm.rint"}
+# A stage is split over worker threads when its estimated scalar operations
+# reach this; below it, waking the threads costs more than the work saves.
+PARALLEL_MIN_WORK = 1 << 17
+LIBM_COST = 20  # rough scalar operations per C library call, for that estimate
+CHUNKS_PER_THREAD = 4  # pieces a parallel loop is cut into, per thread, claimed dynamically
 
 
 def _is_unsigned(dtype):
@@ -38,8 +49,9 @@ def _is_unsigned(dtype):
 
 
 class _FunctionEmitter:
-    def __init__(self, module, fn, buffers):
+    def __init__(self, module, fn, buffers, num_threads=1):
         self.module = module
+        self.num_threads = num_threads
         self.fn = fn
         entry = fn.append_basic_block("entry")
         self.alloca_builder = ir.IRBuilder(entry)
@@ -49,6 +61,8 @@ class _FunctionEmitter:
         self.b = ir.IRBuilder(body)
         self.ptrs = {id(buf): arg for buf, arg in zip(buffers, fn.args)}
         self.env = {}
+        self.scopes = [{}]
+        self.keep = []
 
     # ---- helpers ----
     def alloca(self, ty):
@@ -63,19 +77,23 @@ class _FunctionEmitter:
             fn = ir.Function(self.module, ir.FunctionType(ret, args), name)
         return fn
 
-    def loop(self, extent, body):
+    def loop(self, extent, body, start=0):
+        """``for i in range(start, extent)``; bounds are ints or i64 values."""
         b = self.b
         ctr = self.alloca(I64)
-        b.store(self.i64(0), ctr)
+        b.store(start if isinstance(start, ir.Value) else self.i64(start), ctr)
         cond_bb = self.fn.append_basic_block("loop")
         body_bb = self.fn.append_basic_block("loop_body")
         end_bb = self.fn.append_basic_block("loop_end")
         b.branch(cond_bb)
         b.position_at_end(cond_bb)
         i = b.load(ctr, typ=I64)
-        b.cbranch(b.icmp_signed("<", i, self.i64(extent)), body_bb, end_bb)
+        end = extent if isinstance(extent, ir.Value) else self.i64(extent)
+        b.cbranch(b.icmp_signed("<", i, end), body_bb, end_bb)
         b.position_at_end(body_bb)
+        self.scopes.append({})
         body(i)
+        self.scopes.pop()
         b.store(b.add(i, self.i64(1), flags=("nsw",)), ctr)
         b.branch(cond_bb)
         b.position_at_end(end_bb)
@@ -111,8 +129,15 @@ class _FunctionEmitter:
 
     # ---- expressions ----
     def emit(self, e):
-        m = getattr(self, "_" + type(e).__name__)
-        return m(e)
+        """Emit ``e`` once per loop scope: fused kernels share subexpressions by object."""
+        for scope in reversed(self.scopes):
+            hit = scope.get(id(e))
+            if hit is not None:
+                return hit
+        value = getattr(self, "_" + type(e).__name__)(e)
+        self.scopes[-1][id(e)] = value
+        self.keep.append(e)  # ids stay unique while the expression is alive
+        return value
 
     def _Const(self, e):
         ty = VALUE_TYPES[e.dtype]
@@ -218,6 +243,8 @@ class _FunctionEmitter:
     def float_fn(self, fn, args, ty):
         if fn in INTRINSICS:
             return self.intrinsic(INTRINSICS[fn], args, ty)
+        if ty == F32 and llvm_math.enabled(fn):  # inline, so loops over it vectorise
+            return llvm_math.emit(self.b, fn, args)
         if fn in LIBM:
             return self.libm(fn, args, ty)
         raise NotImplementedError("LLVM backend: scalar function %r" % fn)
@@ -296,43 +323,154 @@ class _FunctionEmitter:
     def stage(self, st):
         if isinstance(st, Compute):
             out = st.out
-            self.nest(list(st.axes), list(out.shape),
-                      lambda: self.store(out, [self.env[a.name] for a in st.axes], self.emit(st.body)))
+            self.parallel_nest(list(st.axes), list(out.shape), work_per_element(st.body),
+                               lambda em: em.store(out, [em.env[a.name] for a in st.axes], em.emit(st.body)))
         elif isinstance(st, ScatterAdd):
             out = st.out
             zero_axes = [E.Var("z%d" % k) for k in range(out.ndim)]
             zero = ir.Constant(VALUE_TYPES[out.dtype], 0.0 if E.is_float(out.dtype) else 0)
-            self.nest(zero_axes, list(out.shape),
-                      lambda: self.store(out, [self.env[a.name] for a in zero_axes], zero))
+            self.parallel_nest(zero_axes, list(out.shape), 1,
+                               lambda em: em.store(out, [em.env[a.name] for a in zero_axes], zero))
 
-            def add():
+            def add():  # serial: two source positions may hit the same element
                 idx = [self.emit(t) for t in st.target]
                 cur = self.load(out, idx)
                 v = self.emit(st.value)
                 self.store(out, idx, self.b.fadd(cur, v) if E.is_float(out.dtype) else self.b.add(cur, v))
             self.nest(list(st.axes), list(st.extents), add)
+        elif isinstance(st, Gemm):
+            from .llvm_gemm import emit_gemm  # imports this module
+            emit_gemm(self, st)
         else:
             raise TypeError("unknown stage %r" % st)
 
+    def parallel_nest(self, axes, extents, cost, element):
+        """A loop nest whose iterations write disjoint elements, split over worker threads.
 
-def emit_kernel(module, kernel):
+        ``element(emitter)`` emits one iteration; ``cost`` is its estimated
+        scalar operations. The first axis longer than 1 is cut into pieces
+        that worker threads claim; small nests stay serial because waking the
+        threads would cost more than the work.
+        """
+        split = next((k for k, n in enumerate(extents) if n > 1), None)
+        if split is None or not self.worth_threads(math.prod(extents) * max(cost, 1)):
+            self.nest(axes, extents, lambda: element(self))
+            return
+
+        def chunk(em, begin, end):
+            for a in axes[:split]:
+                em.env[a.name] = em.i64(0)
+
+            def outer(i):
+                em.env[axes[split].name] = i
+                em.nest(axes[split + 1:], extents[split + 1:], lambda: element(em))
+            em.loop(end, outer, start=begin)
+        self.split_over_threads(extents[split], chunk)
+
+    def parallel_range(self, fn, buffers, extent, work):
+        """Call ``fn(buffer pointers..., i64 lo, i64 hi)`` over [0, extent), split over threads.
+
+        For helpers (such as a blocked GEMM) whose units in [lo, hi) write
+        disjoint outputs; ``work`` is the estimated scalar operations in all.
+        """
+        def chunk(em, begin, end):
+            em.b.call(fn, [em.ptrs[id(buf)] for buf in buffers] + [begin, end])
+        if extent > 1 and self.worth_threads(work):
+            self.split_over_threads(extent, chunk)
+        else:
+            chunk(self, self.i64(0), self.i64(extent))
+
+    def worth_threads(self, work):
+        return self.num_threads > 1 and work >= PARALLEL_MIN_WORK
+
+    def split_over_threads(self, extent, chunk):
+        """Run ``chunk(emitter, begin, end)`` over pieces of [0, extent) on a ``GOMP_parallel`` team.
+
+        The chunks are emitted into an outlined function that receives this
+        kernel's buffer pointers and a shared counter in an array. Threads
+        claim pieces from the counter (an atomic add) rather than a fixed
+        share each, so a thread that the OS schedules late on a busy machine
+        finds the work done instead of holding everyone at the join.
+        """
+        keys = list(self.ptrs)
+        pieces = min(extent, self.num_threads * CHUNKS_PER_THREAD)
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), self.module.get_unique_name(self.fn.name + ".par"))
+        fn.linkage = "internal"
+        sub = _FunctionEmitter(self.module, fn, [])
+        b = sub.b
+        slots = [b.load(b.gep(fn.args[0], [sub.i64(j)], inbounds=True, source_etype=PTR), typ=PTR)
+                 for j in range(len(keys) + 1)]
+        sub.ptrs = dict(zip(keys, slots))
+        claim_bb, work_bb, done_bb = (fn.append_basic_block(n) for n in ("claim", "piece", "done"))
+        b.branch(claim_bb)
+        b.position_at_end(claim_bb)
+        piece = b.atomic_rmw("add", slots[-1], sub.i64(1), "monotonic")
+        b.cbranch(b.icmp_signed("<", piece, sub.i64(pieces)), work_bb, done_bb)
+        b.position_at_end(work_bb)
+        n = sub.i64(extent)
+        begin = b.sdiv(b.mul(n, piece, flags=("nsw",)), sub.i64(pieces))
+        end = b.sdiv(b.mul(n, b.add(piece, sub.i64(1), flags=("nsw",)), flags=("nsw",)), sub.i64(pieces))
+        sub.scopes.append({})  # values of one piece do not dominate the next claim
+        chunk(sub, begin, end)
+        sub.scopes.pop()
+        b.branch(claim_bb)
+        b.position_at_end(done_bb)
+        b.ret_void()
+
+        data = self.alloca_builder.alloca(PTR, size=len(keys) + 1)
+        counter = self.alloca(I64)
+        self.b.store(self.i64(0), counter)
+        for j, value in enumerate([self.ptrs[k] for k in keys] + [counter]):
+            self.b.store(value, self.b.gep(data, [self.i64(j)], inbounds=True, source_etype=PTR))
+        gomp = self.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
+        threads = ir.Constant(I32, min(self.num_threads, pieces))
+        self.b.call(gomp, [fn, data, threads, ir.Constant(I32, 0)])
+
+
+def work_per_element(e):
+    """Rough count of scalar operations to evaluate ``e`` once (shared subtrees once)."""
+    seen = set()
+
+    def go(x):
+        if id(x) in seen or isinstance(x, (E.Const, E.Var)):
+            return 0
+        seen.add(id(x))
+        if isinstance(x, E.Reduce):
+            return math.prod(x.extents) * (go(x.body) + 1)
+        if isinstance(x, E.Load):
+            return 1 + sum(go(i) for i in x.index)
+        if isinstance(x, E.Call):
+            return (LIBM_COST if x.fn in LIBM else 1) + sum(go(a) for a in x.args)
+        if isinstance(x, E.Select):
+            return 1 + go(x.cond) + go(x.a) + go(x.b)
+        if isinstance(x, E.Cast):
+            return 1 + go(x.x)
+        return 1
+    return go(e)
+
+
+def emit_kernel(module, kernel, num_threads=1):
     params = kernel.params
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * len(params)), kernel.name)
     fn.linkage = "internal"
-    em = _FunctionEmitter(module, fn, params)
+    em = _FunctionEmitter(module, fn, params, num_threads)
     for st in kernel.stages:
         em.stage(st)
     em.b.ret_void()
     return fn
 
 
-def emit_program(name, kernels, entries):
+def emit_program(name, kernels, entries, num_threads=None):
     """LLVM IR text for ``kernels`` and entry functions.
 
     entries: ``{entry name: [(kernel name, [slot index per kernel param])]}``.
+    num_threads: worker threads large stages may use (default: ``KILN_NUM_THREADS``
+    when libgomp is available, else 1, which gives fully serial code).
     """
+    if num_threads is None:
+        num_threads = parallel_threads()
     module = ir.Module(name=name)
-    fns = {k.name: emit_kernel(module, k) for k in kernels}
+    fns = {k.name: emit_kernel(module, k, num_threads) for k in kernels}
     for entry, calls in entries.items():
         fn = ir.Function(module, ir.FunctionType(VOID, [PTR]), entry)
         b = ir.IRBuilder(fn.append_basic_block("entry"))

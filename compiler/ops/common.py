@@ -7,14 +7,15 @@ from .. import expr as E
 from ..kernel import compute
 
 
-def broadcast_index(buf, out_index):
-    """Index into ``buf`` for output index ``out_index`` under numpy broadcasting."""
-    nd = len(out_index)
-    lead = nd - buf.ndim
-    idx = []
-    for k, n in enumerate(buf.shape):
-        idx.append(E.const(0, "int64") if n == 1 and nd > 0 else out_index[lead + k])
-    return idx
+def broadcast_index(buf, out_index, out_shape):
+    """Index into ``buf`` for output index ``out_index`` under numpy broadcasting.
+
+    A dimension of 1 that is not broadcast keeps the loop variable, so a buffer
+    of the output's shape is read at exactly the output's index (fusion relies
+    on recognising such 1:1 reads)."""
+    lead = len(out_index) - buf.ndim
+    return [E.const(0, "int64") if n == 1 and out_shape[lead + k] != 1 else out_index[lead + k]
+            for k, n in enumerate(buf.shape)]
 
 
 def map_lower(fn):
@@ -23,7 +24,7 @@ def map_lower(fn):
         out = outs[0]
 
         def body(*i):
-            loads = [b.load(broadcast_index(b, i)) for b in ins]
+            loads = [b.load(broadcast_index(b, i, out.shape)) for b in ins]
             return E.cast(fn(params, *loads), out.dtype)
         return [compute(out, body)]
     return lower

@@ -151,7 +151,8 @@ GRADS = {
     "cosh": lambda b, x, y, og: b.mul(og, b.op("sinh", x)),
     "tanh": lambda b, x, y, og: b.mul(og, b.scalar("_rminus_scalar", _sq(b, y), 1.0)),
     "sigmoid": lambda b, x, y, og: b.mul(og, b.mul(y, b.scalar("_rminus_scalar", y, 1.0))),
-    "relu": lambda b, x, y, og: b.mul(og, b.scalar("_greater_scalar", x, 0.0)),
+    # reads the output, not the input (x > 0 iff relu(x) > 0): the pre-activation need not be kept
+    "relu": lambda b, x, y, og: b.mul(og, b.scalar("_greater_scalar", y, 0.0)),
     "softsign": lambda b, x, y, og: b.div(og, _sq(b, b.scalar("_plus_scalar", b.op("abs", x), 1.0))),
     "reciprocal": lambda b, x, y, og: b.neg(b.mul(og, _sq(b, y))),
     "floor": _zero, "ceil": _zero, "round": _zero, "rint": _zero, "trunc": _zero, "fix": _zero,

@@ -227,7 +227,7 @@ register(OpDef("transpose", kind="injective", schema={"axes": P.Tuple(())}, shap
 def broadcast_lower(params, ins, outs):
     from .common import broadcast_index
     x, out = ins[0], outs[0]
-    return [compute(out, lambda *i: x.load(broadcast_index(x, i)))]
+    return [compute(out, lambda *i: x.load(broadcast_index(x, i, out.shape)))]
 
 
 def _bto_shape(params, ins, outs):
