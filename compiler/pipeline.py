@@ -12,12 +12,15 @@ import time
 
 from ..runtime.errors import MXNetError
 from ..runtime.program import ProgramSpec
+from ..runtime.threads import parallel_threads
+from . import program_cache
 from .builder import Builder
-from .codegen.llvm import emit_program
+from .codegen.llvm import emit_program, fastmath_flags
 from .graph import Entry, Graph, Node, topo_order
 from .passes.expand import expand_composites
 from .passes.gradient import gradient
 from .passes.infer import infer_shapes, infer_types
+from .passes.remat import rematerialise
 from .passes.simplify import PASSES as SIMPLIFY_PASSES, drop_shape_noops
 from .lower import lower_graph, plan_naive
 from .memory import plan_memory
@@ -30,6 +33,7 @@ HEAD_GRAD = "__head_grad%d"
 OUTPUT = "__output%d"
 GRAD = "__grad:%s"
 GRAD_IN = "__grad_in:%s"
+REMAT_MODES = {False: None, True: "checkpoint", "cheap": "cheap", "checkpoint": "checkpoint"}
 
 
 class PassManager:
@@ -70,13 +74,30 @@ def _materialise(entries, taken):
     return out
 
 
-def compile_program(heads, var_shapes, var_types, grad_req=None, name="program", disabled_passes=()):
+def compile_program(heads, var_shapes, var_types, grad_req=None, name="program", disabled_passes=(),
+                    remat=False, fastmath=None):
     """Compile ``heads`` (list of Entry) for the given variable shapes/dtypes.
 
-    grad_req: variable name -> 'write' | 'add' | 'null'. Returns (ProgramSpec, info)
-    where info names the slots of outputs, gradients and head gradients.
+    grad_req: variable name -> 'write' | 'add' | 'null'. remat: False, True (checkpointing,
+    ``passes/remat.py``) or 'cheap' (recompute only cheap values) trades backward work for
+    memory. fastmath: LLVM fast-math flags (default ``$KILN_FASTMATH``). Returns
+    (ProgramSpec, info) where info names the slots of outputs, gradients and head
+    gradients. A graph compiled before with the same inputs and options comes from
+    ``program_cache``.
     """
+    if remat not in REMAT_MODES:
+        raise MXNetError("remat=%r is not one of False, True, 'cheap', 'checkpoint'" % (remat,))
+    remat_mode = REMAT_MODES[remat]
     pm = PassManager(disabled_passes)
+    fastmath = fastmath_flags(fastmath)
+    num_threads = parallel_threads()
+    # every option that changes the program must be in the key
+    options = {"name": name, "disabled": sorted(pm.disabled), "remat": remat_mode, "fastmath": fastmath,
+               "threads": num_threads, "libm": os.environ.get("KILN_LIBM", "")}
+    key = program_cache.program_key(heads, var_shapes, var_types, grad_req, options)
+    cached = program_cache.load(key)
+    if cached is not None:
+        return cached
     graph = Graph(heads)
     grad_req = dict(grad_req or {})
     # Inference on the user's graph first: errors name the user's nodes, and every
@@ -126,6 +147,11 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     graph = Graph(fwd + bwd)
     shapes = _infer_into(graph, var_shapes, infer_shapes, "shape")
     dtypes = _infer_into(graph, var_types, infer_types, "dtype")
+    if remat_mode and bwd and "remat" not in pm.disabled:
+        graph = pm.run("remat", rematerialise, graph, n_fwd, shapes, dtypes, mode=remat_mode)
+        bwd = graph.outputs[n_fwd:]
+        shapes = _infer_into(graph, var_shapes, infer_shapes, "shape")
+        dtypes = _infer_into(graph, var_types, infer_types, "dtype")
 
     external = {e.key(): OUTPUT % i for i, e in enumerate(fwd)}
     for slot, e in zip(info["grads"].values(), bwd):
@@ -153,7 +179,7 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
                                  "nodes_after": sum(len(launches) for launches in low.phases.values()),
                                  "seconds": time.perf_counter() - t0})
     t0 = time.perf_counter()
-    ir_text = emit_program(name, low.kernels, low.calls())
+    ir_text = emit_program(name, low.kernels, low.calls(), num_threads, fastmath, _regions(low.slots))
     pm.report.passes.append({"name": "codegen_llvm", "nodes_before": len(low.kernels),
                              "nodes_after": len(low.kernels), "seconds": time.perf_counter() - t0})
     seen = set()
@@ -162,9 +188,25 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
             if launch.kernel.name not in seen:
                 seen.add(launch.kernel.name)
                 pm.report.kernels.append({"name": launch.kernel.name, "ops": launch.ops, "backend": "llvm"})
+    pm.report.program_cache = {"hit": None}
     spec = ProgramSpec(name, ir_text, ["forward", "backward"], low.slots, pm.report.memory["arena_bytes"],
                        pm.report.to_dict())
+    program_cache.store(key, spec, info)
     return spec, info
+
+
+def _regions(slots):
+    """The memory behind each slot for codegen's aliasing facts: an arena byte range,
+    or the external slot whose caller array it is (an alias takes its root's)."""
+    index = {id(s): i for i, s in enumerate(slots)}
+    out = []
+    for s in slots:
+        root = slots[s.alias_of] if s.alias_of is not None else s
+        if root.external:
+            out.append(("external", index[id(root)]))
+        else:
+            out.append(("arena", root.offset, root.offset + max(s.nbytes, 1)))
+    return out
 
 
 def _infer_into(graph, given, fn, what):

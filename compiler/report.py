@@ -16,6 +16,7 @@ class CompileReport:
     kernels: list = field(default_factory=list)
     memory: dict = field(default_factory=dict)
     jit: dict = field(default_factory=dict)
+    program_cache: dict = field(default_factory=dict)  # "hit": None, "memory" or "disk"
 
     @property
     def total_seconds(self):
@@ -32,7 +33,8 @@ class CompileReport:
 
     @classmethod
     def from_dict(cls, d):
-        return cls(**{k: d[k] for k in ("passes", "kernels", "memory", "jit") if k in d})
+        return cls(**{k: d[k] for k in ("passes", "kernels", "memory", "jit", "program_cache")
+                     if k in d})
 
     def __str__(self):
         lines = ["passes:", "  %-34s %8s %8s %9s" % ("name", "before", "after", "ms")]
@@ -41,6 +43,8 @@ class CompileReport:
         if self.jit:
             lines.append("  %-34s %8s %8s %9.2f%s" % ("llvm_jit", "", "", self.jit.get("seconds", 0.0) * 1e3,
                                                     "  (disk cache hit)" if self.jit.get("cache_hit") else ""))
+        if self.program_cache.get("hit"):
+            lines.append("  (program from the %s cache: no pass ran)" % self.program_cache["hit"])
         lines.append("kernels (%d):" % len(self.kernels))
         for k in self.kernels:
             lines.append("  %-40s %-6s %s" % (k["name"], k["backend"], " ".join(k["ops"])))

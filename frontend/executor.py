@@ -55,8 +55,9 @@ def _grad_reqs(grad_req, names):
 
 
 class Executor:
-    def __init__(self, symbol, ctx, args, args_grad=None, grad_req="write", aux_states=None):
+    def __init__(self, symbol, ctx, args, args_grad=None, grad_req="write", aux_states=None, remat=False):
         self._symbol = symbol
+        self._remat = remat
         self._ctx = ctx
         self.arg_names = symbol.list_arguments()
         self.aux_names = symbol.list_auxiliary_states()
@@ -82,7 +83,7 @@ class Executor:
         shapes = {n: a.shape for n, a in zip(names, arrays)}
         dtypes = {n: np.dtype(a.dtype).name for n, a in zip(names, arrays)}
         spec, info = compile_program(self._symbol._outputs, shapes, dtypes, self._grad_req,
-                                     name="executor")
+                                     name="executor", remat=self._remat)
         self._info = info
         self._program = LoadedProgram(spec)
         self.outputs = [NDArray(np.zeros(s, dtype=t), self._ctx)
@@ -190,7 +191,7 @@ class Executor:
         args = [resized(a, s) for a, s in zip(self.arg_arrays, arg_shapes)]
         grads = [resized(g, s) for g, s in zip(self.grad_arrays, arg_shapes)]
         aux = [resized(a, s) for a, s in zip(self.aux_arrays, aux_shapes)]
-        return Executor(self._symbol, self._ctx, args, grads, self._grad_req, aux)
+        return Executor(self._symbol, self._ctx, args, grads, self._grad_req, aux, remat=self._remat)
 
     def compile_report(self):
         """Passes, kernels and memory plan of this executor's program (a CompileReport)."""
@@ -202,7 +203,7 @@ class Executor:
         return self._symbol.debug_str()
 
     @classmethod
-    def simple_bind(cls, symbol, ctx, grad_req="write", type_dict=None, shapes=None):
+    def simple_bind(cls, symbol, ctx, grad_req="write", type_dict=None, shapes=None, remat=False):
         arg_shapes, _, aux_shapes = symbol.infer_shape(**(shapes or {}))
         if arg_shapes is None:
             partial = symbol.infer_shape_partial(**(shapes or {}))[0]
@@ -218,4 +219,4 @@ class Executor:
         grads = [zeros(s, ctx, dtype=t) if reqs[n] != "null" else None
                  for n, s, t in zip(names, arg_shapes, arg_types)]
         aux = [zeros(s, ctx, dtype=t) for s, t in zip(aux_shapes, aux_types)]
-        return cls(symbol, ctx, args, grads, reqs, aux)
+        return cls(symbol, ctx, args, grads, reqs, aux, remat=remat)

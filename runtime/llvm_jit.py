@@ -54,6 +54,12 @@ def _llvm():
     return llvm, _state["tm"]
 
 
+def target_id():
+    """Strings naming this machine's target and toolchain (code specialised to them must not move)."""
+    _llvm()
+    return list(_state["target_id"])
+
+
 def cache_key(ir_text, opt_level):
     """sha256 over the IR and everything about this machine and toolchain that changes the code."""
     _llvm()
@@ -90,8 +96,8 @@ def _compile_object(ir_text, opt_level):
     return tm.emit_object(mod)
 
 
-def _read_cached(path, key):
-    """The object code stored for ``key``, or None (missing or invalid files are never loaded)."""
+def read_cache_file(path, key, magic=_MAGIC, fmt=CACHE_FORMAT):
+    """The payload stored for ``key``, or None (missing or invalid files are never loaded)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -102,9 +108,9 @@ def _read_cached(path, key):
         _stats["disk_errors"] += 1
         return None
     if len(data) >= _HEADER.size:
-        magic, fmt, stored_key, length, digest = _HEADER.unpack_from(data)
+        stored_magic, stored_fmt, stored_key, length, digest = _HEADER.unpack_from(data)
         obj = data[_HEADER.size:]
-        if (magic, fmt, stored_key, length) == (_MAGIC, CACHE_FORMAT, key, len(obj)) \
+        if (stored_magic, stored_fmt, stored_key, length) == (magic, fmt, key, len(obj)) \
                 and hashlib.sha256(obj).digest() == digest:
             return obj
     log.warning("kiln cache: %s is corrupt or truncated; recompiling", path)
@@ -112,13 +118,13 @@ def _read_cached(path, key):
     return None
 
 
-def _write_cached(path, key, obj):
+def write_cache_file(path, key, obj, magic=_MAGIC, fmt=CACHE_FORMAT):
     """Write atomically (temp file + rename) so readers never see a partial file."""
     directory = os.path.dirname(path)
-    header = _HEADER.pack(_MAGIC, CACHE_FORMAT, key, len(obj), hashlib.sha256(obj).digest())
+    header = _HEADER.pack(magic, fmt, key, len(obj), hashlib.sha256(obj).digest())
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".kobj")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(header)
@@ -144,12 +150,12 @@ class JitModule:
         key = key or cache_key(ir_text, opt_level)
         directory = cache_dir()
         path = os.path.join(directory, key.hex() + ".kobj") if directory else None
-        obj = _read_cached(path, key) if path else None
+        obj = read_cache_file(path, key) if path else None
         self.from_cache = obj is not None
         if obj is None:
             obj = _compile_object(ir_text, opt_level)
             if path:
-                _write_cached(path, key, obj)
+                write_cache_file(path, key, obj)
         # the engine owns (and frees) its target machine, so it gets its own
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _state["new_tm"]())
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))

@@ -8,13 +8,22 @@ worker threads through libgomp's ``GOMP_parallel`` from inside that call
 (``KILN_NUM_THREADS``; a ScatterAdd's accumulation stays serial). float16 is stored as ``half`` and computed
 in float; integer division and remainder are guarded so that a zero divisor
 gives 0 instead of a hardware trap.
+
+Floating-point arithmetic carries the fast-math flags of ``KILN_FASTMATH``
+(default ``nsz,arcp,contract,afn``; ``none`` for strict IEEE; ``reassoc``
+lets LLVM vectorise reductions, which changes their rounding). Kernel
+parameters get ``noalias`` and ``align 64`` only where every launch of the
+kernel makes them true (see ``param_facts``).
 """
 from __future__ import annotations
 
 import math
+import os
 
 import llvmlite.ir as ir
 
+from ...runtime.errors import MXNetError
+from ...runtime.program import ALIGN
 from ...runtime.threads import parallel_threads
 from .. import expr as E
 from ..kernel import Compute, Gemm, ScatterAdd
@@ -42,6 +51,26 @@ INTRINSICS = {"sqrt": "llvm.sqrt", "abs": "llvm.fabs", "floor": "llvm.floor", "c
 PARALLEL_MIN_WORK = 1 << 17
 LIBM_COST = 20  # rough scalar operations per C library call, for that estimate
 CHUNKS_PER_THREAD = 4  # pieces a parallel loop is cut into, per thread, claimed dynamically
+# Fast-math flags that may be asked for, in LLVM's order. nnan/ninf are left out: they
+# would let LLVM drop the NaN and infinity handling that results depend on.
+FASTMATH_FLAGS = ("reassoc", "nsz", "arcp", "contract", "afn")
+DEFAULT_FASTMATH = "nsz,arcp,contract,afn"
+
+
+def fastmath_flags(value=None):
+    """Flags for ``value`` (default ``$KILN_FASTMATH``): a comma list, ``none`` or ``fast``."""
+    if value is None:
+        value = os.environ.get("KILN_FASTMATH", DEFAULT_FASTMATH)
+    if isinstance(value, str):
+        value = [v.strip() for v in value.replace(" ", ",").split(",") if v.strip()]
+    asked = set(value) - {"none"}
+    if "fast" in asked:
+        asked = (asked - {"fast"}) | set(FASTMATH_FLAGS)
+    unknown = asked - set(FASTMATH_FLAGS)
+    if unknown:
+        raise MXNetError("KILN_FASTMATH: unknown flags %s (allowed: %s, fast, none)"
+                         % (sorted(unknown), ", ".join(FASTMATH_FLAGS)))
+    return tuple(f for f in FASTMATH_FLAGS if f in asked)
 
 
 def _is_unsigned(dtype):
@@ -49,9 +78,15 @@ def _is_unsigned(dtype):
 
 
 class _FunctionEmitter:
-    def __init__(self, module, fn, buffers, num_threads=1):
+    def __init__(self, module, fn, buffers, num_threads=1, fastmath=(), aligned=()):
         self.module = module
         self.num_threads = num_threads
+        # ``contract`` is applied by the emitter itself (``fused_multiply_add``), never left to
+        # LLVM: LLVM contracts only within a basic block, so serial and threaded code would differ
+        self.fastmath = tuple(fastmath)
+        self.contract = "contract" in fastmath
+        self.fm = tuple(f for f in fastmath if f != "contract")
+        self.aligned = frozenset(id(buf) for buf in aligned)  # buffers whose pointers are ALIGN-aligned
         self.fn = fn
         entry = fn.append_basic_block("entry")
         self.alloca_builder = ir.IRBuilder(entry)
@@ -192,17 +227,38 @@ class _FunctionEmitter:
     def libm(self, name, args, ty):
         suffix = "f" if ty == F32 else ""
         fn = self.declare(LIBM[name] + suffix, ty, [ty] * len(args))
+        # no fast-math flags: with them LLVM rewrites library calls into others (pow ->
+        # exp2/log2...) that the JIT may not resolve
         return self.b.call(fn, args)
 
     def intrinsic(self, name, args, ty):
         fn = self.module.declare_intrinsic(name, [ty])
-        return self.b.call(fn, args)
+        return self.b.call(fn, args, fastmath=self.fm)
+
+    def fused_multiply_add(self, e):
+        """``a*b + c``, ``a*b - c`` or ``c - a*b`` as ``llvm.fmuladd`` (an FMA where the CPU has one), or None."""
+        for k, other in ((0, 1), (1, 0)):
+            m = e.args[k]
+            if isinstance(m, E.Call) and m.fn == "mul" and m.args[0].dtype == e.args[0].dtype:
+                x, y, c = self.emit(m.args[0]), self.emit(m.args[1]), self.emit(e.args[other])
+                if e.fn == "sub":
+                    if k == 0:
+                        c = self.b.fneg(c, flags=self.fm)
+                    else:
+                        x = self.b.fneg(x, flags=self.fm)
+                name = "llvm.fmuladd.f32" if x.type == F32 else "llvm.fmuladd.f64"
+                return self.b.call(self.declare(name, x.type, [x.type] * 3), [x, y, c], fastmath=self.fm)
+        return None
 
     def _Call(self, e):
         b = self.b
         fn, dtype = e.fn, e.args[0].dtype
-        args = [self.emit(a) for a in e.args]
         isf = E.is_float(dtype)
+        if isf and self.contract and fn in ("add", "sub"):
+            fused = self.fused_multiply_add(e)
+            if fused is not None:
+                return fused
+        args = [self.emit(a) for a in e.args]
         uns = _is_unsigned(dtype)
         if fn in E.COMPARISONS:
             op = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}[fn]
@@ -213,16 +269,19 @@ class _FunctionEmitter:
             return getattr(b, fn + "_")(*args) if fn != "xor" else b.xor(*args)
         if fn == "not":
             return b.not_(self.truth(args[0], dtype))
+        fm = self.fm
         if fn == "add":
-            return b.fadd(*args) if isf else b.add(*args)
+            return b.fadd(*args, flags=fm) if isf else b.add(*args)
         if fn == "sub":
-            return b.fsub(*args) if isf else b.sub(*args)
+            return b.fsub(*args, flags=fm) if isf else b.sub(*args)
         if fn == "mul":
-            return b.fmul(*args) if isf else b.mul(*args)
+            return b.fmul(*args, flags=fm) if isf else b.mul(*args)
         if fn == "neg":
-            return b.fneg(args[0]) if isf else b.sub(ir.Constant(args[0].type, 0), args[0])
+            return b.fneg(args[0], flags=fm) if isf else b.sub(ir.Constant(args[0].type, 0), args[0])
         if fn in ("div", "fmod"):
-            return b.fdiv(*args) if isf and fn == "div" else (b.frem(*args) if isf else self.int_divide(fn, args, uns))
+            if isf:
+                return b.fdiv(*args, flags=fm) if fn == "div" else b.frem(*args, flags=fm)
+            return self.int_divide(fn, args, uns)
         if fn in ("max", "min"):
             x, y = args
             op = ">" if fn == "max" else "<"
@@ -300,9 +359,9 @@ class _FunctionEmitter:
             v = self.emit(e.body)
             cur = b.load(acc, typ=ty)
             if e.kind == "sum":
-                b.store(b.fadd(cur, v) if isf else b.add(cur, v), acc)
+                b.store(b.fadd(cur, v, flags=self.fm) if isf else b.add(cur, v), acc)
             elif e.kind == "prod":
-                b.store(b.fmul(cur, v) if isf else b.mul(cur, v), acc)
+                b.store(b.fmul(cur, v, flags=self.fm) if isf else b.mul(cur, v), acc)
             else:
                 op = ">" if e.kind in ("max", "argmax") else "<"
                 better = b.fcmp_ordered(op, v, cur) if isf else (b.icmp_unsigned if uns else b.icmp_signed)(op, v, cur)
@@ -336,7 +395,7 @@ class _FunctionEmitter:
                 idx = [self.emit(t) for t in st.target]
                 cur = self.load(out, idx)
                 v = self.emit(st.value)
-                self.store(out, idx, self.b.fadd(cur, v) if E.is_float(out.dtype) else self.b.add(cur, v))
+                self.store(out, idx, self.b.fadd(cur, v, flags=self.fm) if E.is_float(out.dtype) else self.b.add(cur, v))
             self.nest(list(st.axes), list(st.extents), add)
         elif isinstance(st, Gemm):
             from .llvm_gemm import emit_gemm  # imports this module
@@ -396,10 +455,13 @@ class _FunctionEmitter:
         pieces = min(extent, self.num_threads * CHUNKS_PER_THREAD)
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), self.module.get_unique_name(self.fn.name + ".par"))
         fn.linkage = "internal"
-        sub = _FunctionEmitter(self.module, fn, [])
+        sub = _FunctionEmitter(self.module, fn, [], self.num_threads, self.fastmath)
         b = sub.b
         slots = [b.load(b.gep(fn.args[0], [sub.i64(j)], inbounds=True, source_etype=PTR), typ=PTR)
                  for j in range(len(keys) + 1)]
+        for key, ptr in zip(keys, slots):
+            if key in self.aligned:
+                mark_aligned(self.module, ptr)
         sub.ptrs = dict(zip(keys, slots))
         claim_bb, work_bb, done_bb = (fn.append_basic_block(n) for n in ("claim", "piece", "done"))
         b.branch(claim_bb)
@@ -449,35 +511,89 @@ def work_per_element(e):
     return go(e)
 
 
-def emit_kernel(module, kernel, num_threads=1):
+def mark_aligned(module, load):
+    """State that the pointer ``load`` reads is ALIGN-aligned (``!align`` survives inlining)."""
+    load.set_metadata("align", module.add_metadata([ir.Constant(I64, ALIGN)]))
+
+
+def _aligned_region(region):
+    return region[0] == "arena" and region[1] % ALIGN == 0
+
+
+def param_facts(kernels, entries, regions):
+    """Per kernel name, (noalias parameter indices, aligned parameter indices).
+
+    ``regions[slot]`` is ``("arena", begin, end)`` for arena memory or
+    ``("external", root slot)`` for caller arrays (any two external slots may be
+    one array). A parameter is ``noalias`` when, in every launch, it is disjoint
+    from every other parameter that it or the other writes; ``align`` when it is
+    arena memory at an ALIGN-multiple offset in every launch (the runtime aligns the arena).
+    """
+    n_inputs = {k.name: len(k.inputs) for k in kernels}
+    sizes = {k.name: len(k.params) for k in kernels}
+    noalias = {k: set(range(n)) for k, n in sizes.items()}
+    aligned = {k: set(range(n)) for k, n in sizes.items()}
+
+    def disjoint(a, b):
+        if a[0] == "arena" and b[0] == "arena":
+            return a[2] <= b[1] or b[2] <= a[1]
+        return a[0] != b[0]
+
+    for calls in entries.values():
+        for kname, slots in calls:
+            regs = [regions[s] for s in slots]
+            for i, r in enumerate(regs):
+                if not _aligned_region(r):
+                    aligned[kname].discard(i)
+                if any(j != i and (i >= n_inputs[kname] or j >= n_inputs[kname]) and not disjoint(r, q)
+                       for j, q in enumerate(regs)):
+                    noalias[kname].discard(i)
+    return {k: (noalias[k], aligned[k]) for k in sizes}
+
+
+def emit_kernel(module, kernel, num_threads=1, fastmath=(), noalias=(), aligned=()):
     params = kernel.params
     fn = ir.Function(module, ir.FunctionType(VOID, [PTR] * len(params)), kernel.name)
     fn.linkage = "internal"
-    em = _FunctionEmitter(module, fn, params, num_threads)
+    for i, arg in enumerate(fn.args):
+        if i in noalias:
+            arg.add_attribute("noalias")
+        if i in aligned:
+            arg.attributes.align = ALIGN
+    em = _FunctionEmitter(module, fn, params, num_threads, fastmath, [params[i] for i in aligned])
     for st in kernel.stages:
         em.stage(st)
     em.b.ret_void()
     return fn
 
 
-def emit_program(name, kernels, entries, num_threads=None):
+def emit_program(name, kernels, entries, num_threads=None, fastmath=None, regions=None):
     """LLVM IR text for ``kernels`` and entry functions.
 
     entries: ``{entry name: [(kernel name, [slot index per kernel param])]}``.
     num_threads: worker threads large stages may use (default: ``KILN_NUM_THREADS``
     when libgomp is available, else 1, which gives fully serial code).
+    fastmath: flags for ``fastmath_flags`` (default ``$KILN_FASTMATH``).
+    regions: the memory of each slot, for ``param_facts``; without it nothing
+    is claimed about aliasing or alignment.
     """
     if num_threads is None:
         num_threads = parallel_threads()
+    fm = fastmath_flags(fastmath)
+    facts = param_facts(kernels, entries, regions) if regions is not None else {}
     module = ir.Module(name=name)
-    fns = {k.name: emit_kernel(module, k, num_threads) for k in kernels}
+    fns = {k.name: emit_kernel(module, k, num_threads, fm, *facts.get(k.name, ((), ()))) for k in kernels}
     for entry, calls in entries.items():
         fn = ir.Function(module, ir.FunctionType(VOID, [PTR]), entry)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         table = fn.args[0]
         for kname, slots in calls:
-            ptrs = [b.load(b.gep(table, [ir.Constant(I64, s)], inbounds=True, source_etype=PTR), typ=PTR)
-                    for s in slots]
+            ptrs = []
+            for s in slots:
+                ptr = b.load(b.gep(table, [ir.Constant(I64, s)], inbounds=True, source_etype=PTR), typ=PTR)
+                if regions is not None and _aligned_region(regions[s]):
+                    mark_aligned(module, ptr)
+                ptrs.append(ptr)
             b.call(fns[kname], ptrs)
         b.ret_void()
     return str(module)

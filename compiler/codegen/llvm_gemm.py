@@ -94,7 +94,7 @@ def emit_gemm(em, st):
     work = 2 * st.batch * st.m * st.n * st.k
     threads = em.num_threads if em.worth_threads(work) else 1
     blk = Blocking(host_target(), st.out.dtype, st.m, st.n, st.k, units_wanted=-(-threads // st.batch))
-    _GemmEmitter(L._FunctionEmitter(em.module, fn, bufs), st, blk, host_target()).emit()
+    _GemmEmitter(L._FunctionEmitter(em.module, fn, bufs, fastmath=em.fastmath), st, blk, host_target()).emit()
     em.parallel_range(fn, bufs, st.batch * blk.nblocks, work)
 
 

@@ -194,14 +194,15 @@ class Symbol:
 
     # ---- execution ----
     def simple_bind(self, ctx, grad_req="write", type_dict=None, stype_dict=None, group2ctx=None,
-                    shared_arg_names=None, shared_exec=None, shared_buffer=None, **kwargs):
+                    shared_arg_names=None, shared_exec=None, shared_buffer=None, remat=False, **kwargs):
+        """``remat`` (kiln's extra keyword): recompute forward values in backward to save memory."""
         from ..executor import Executor
-        return Executor.simple_bind(self, ctx, grad_req=grad_req, type_dict=type_dict, shapes=kwargs)
+        return Executor.simple_bind(self, ctx, grad_req=grad_req, type_dict=type_dict, shapes=kwargs, remat=remat)
 
     def bind(self, ctx, args, args_grad=None, grad_req="write", aux_states=None, group2ctx=None,
-             shared_exec=None):
+             shared_exec=None, remat=False):
         from ..executor import Executor
-        return Executor(self, ctx, args, args_grad, grad_req, aux_states)
+        return Executor(self, ctx, args, args_grad, grad_req, aux_states, remat=remat)
 
     def eval(self, ctx=None, **kwargs):
         from ..context import current_context

@@ -136,7 +136,8 @@ def planning(enabled=True, disabled=()):
         plan = real(low)
         seen.append((low, plan))
         return plan
-    env = {"KILN_DISABLE_PASSES": ",".join(list(disabled) + ([] if enabled else ["memory"]))}
+    env = {"KILN_DISABLE_PASSES": ",".join(list(disabled) + ([] if enabled else ["memory"])),
+           "KILN_DISABLE_PROGRAM_CACHE": "1"}  # the spy must see every compile
     with mock.patch.object(pipeline, "plan_memory", spy), mock.patch.dict(os.environ, env):
         yield seen
 
