@@ -83,6 +83,10 @@ def _ceil(a, b):
     return -(-a // b)
 
 
+# below this many multiply-adds per matrix, plain loops (compile in milliseconds) replace blocking
+SMALL_GEMM = 64 * 64 * 64
+
+
 def emit_gemm(em, st):
     """Emit the helper for stage ``st`` and call it from emitter ``em`` over all units."""
     if st.out.dtype not in TYPES:
@@ -92,10 +96,58 @@ def emit_gemm(em, st):
     fn = ir.Function(em.module, ir.FunctionType(L.VOID, [L.PTR] * len(bufs) + [I64, I64]), name)
     fn.linkage = "internal"
     work = 2 * st.batch * st.m * st.n * st.k
+    inner = L._FunctionEmitter(em.module, fn, bufs, fastmath=em.fastmath)
+    if st.m * st.n * st.k <= SMALL_GEMM:
+        _emit_small(inner, st)
+        em.parallel_range(fn, bufs, st.batch * st.m, work)
+        return
     threads = em.num_threads if em.worth_threads(work) else 1
     blk = Blocking(host_target(), st.out.dtype, st.m, st.n, st.k, units_wanted=-(-threads // st.batch))
-    _GemmEmitter(L._FunctionEmitter(em.module, fn, bufs, fastmath=em.fastmath), st, blk, host_target()).emit()
+    _GemmEmitter(inner, st, blk, host_target()).emit()
     em.parallel_range(fn, bufs, st.batch * blk.nblocks, work)
+
+
+def _emit_small(em, st):
+    """Rows of small products as plain loops: ``row[j] += a[i, kk] * b[kk, j]`` with ``j``
+    innermost, which LLVM vectorises without reassociation. Units are (batch, row) pairs.
+    Blocking and packing would cost more compile time than they save at these sizes."""
+    b = em.b
+    ty = TYPES[st.out.dtype]
+    a_buf, b_buf, out = em.fn.args[0], em.fn.args[1], em.fn.args[2]
+    lo, hi = em.fn.args[-2], em.fn.args[-1]
+    row = em.alloca_builder.alloca(ty, size=em.i64(st.n))
+    fma = em.declare("llvm.fmuladd.f32" if ty == ir.FloatType() else "llvm.fmuladd.f64", ty, [ty] * 3)
+
+    def at(ptr, index):
+        return b.gep(ptr, [index], inbounds=True, source_etype=ty)
+
+    def unit(u):
+        batch, i = b.sdiv(u, em.i64(st.m)), b.srem(u, em.i64(st.m))
+        a_base, b_base = b.mul(batch, em.i64(st.m * st.k)), b.mul(batch, em.i64(st.k * st.n))
+        c_base = b.mul(batch, em.i64(st.m * st.n))
+        em.loop(st.n, lambda j: b.store(ir.Constant(ty, 0.0), at(row, j)))
+
+        def depth(kk):
+            a_off = b.add(b.mul(kk, em.i64(st.m)), i) if st.transpose_a else b.add(b.mul(i, em.i64(st.k)), kk)
+            av = b.load(at(a_buf, b.add(a_base, a_off)), typ=ty)
+
+            def col(j):
+                b_off = b.add(b.mul(j, em.i64(st.k)), kk) if st.transpose_b else b.add(b.mul(kk, em.i64(st.n)), j)
+                bv = b.load(at(b_buf, b.add(b_base, b_off)), typ=ty)
+                p = at(row, j)
+                b.store(b.call(fma, [av, bv, b.load(p, typ=ty)]), p)
+            em.loop(st.n, col)
+        em.loop(st.k, depth)
+
+        def store(j):
+            val = b.load(at(row, j), typ=ty)
+            if st.epilogue is not None:
+                em.env.update({Gemm.ACC_NAME: val, Gemm.ROW.name: i, Gemm.COL.name: j, Gemm.BATCH.name: batch})
+                val = em.emit(st.epilogue)
+            b.store(val, at(out, b.add(c_base, b.add(b.mul(i, em.i64(st.n)), j))))
+        em.loop(st.n, store)
+    em.loop(hi, unit, start=lo)
+    b.ret_void()
 
 
 class _GemmEmitter:

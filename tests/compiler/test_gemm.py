@@ -202,3 +202,17 @@ def test_fully_connected_gradient_matches_numpy():
     np.testing.assert_allclose(grads["x"], head @ w, rtol=1e-12)
     np.testing.assert_allclose(grads["fc_weight"], head.T @ x, rtol=1e-12)
     np.testing.assert_allclose(grads["fc_bias"], head.sum(0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_small_products_take_the_plain_loop_path(ta, tb):
+    """Below SMALL_GEMM the emitter writes plain vectorisable loops; results are the same."""
+    from kiln.compiler.codegen.llvm_gemm import SMALL_GEMM
+    rs = np.random.RandomState(3)
+    m, n, k = 5, 9, 7
+    assert m * n * k <= SMALL_GEMM
+    a = rs.uniform(-1, 1, (k, m) if ta else (m, k)).astype(np.float32)
+    b = rs.uniform(-1, 1, (n, k) if tb else (k, n)).astype(np.float32)
+    out = mx.sym.dot(mx.sym.var("a"), mx.sym.var("b"), transpose_a=ta, transpose_b=tb).eval(
+        a=mx.nd.array(a), b=mx.nd.array(b))[0].asnumpy()
+    np.testing.assert_allclose(out, (a.T if ta else a) @ (b.T if tb else b), rtol=1e-5, atol=1e-6)
