@@ -81,7 +81,8 @@ def cache_dir():
     return value or None
 
 
-def _compile_object(ir_text, opt_level):
+def optimize(ir_text, opt_level):
+    """Parse, verify and run the JIT's optimisation pipeline; returns the module and machine."""
     llvm, tm = _llvm()
     mod = llvm.parse_assembly(ir_text)
     mod.triple = tm.triple
@@ -96,6 +97,16 @@ def _compile_object(ir_text, opt_level):
         pto.loop_unrolling = False
         pb = llvm.create_pass_builder(tm, pto)
         pb.getModulePassManager().run(mod, pb)
+    return mod, tm
+
+
+def optimized_ir(ir_text, opt_level=3):
+    """The optimised module as text, for inspecting what LLVM made of generated code."""
+    return str(optimize(ir_text, opt_level)[0])
+
+
+def _compile_object(ir_text, opt_level):
+    mod, tm = optimize(ir_text, opt_level)
     return tm.emit_object(mod)
 
 

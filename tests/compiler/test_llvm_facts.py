@@ -9,7 +9,7 @@ from kiln.base import MXNetError
 from kiln.compiler.codegen import llvm as L
 from kiln.compiler.kernel import Buffer, Compute, Kernel
 from kiln.compiler.pipeline import compile_program
-from tests.compiler.test_llvm_math import optimized_ir
+from kiln.runtime.llvm_jit import optimized_ir
 
 
 def test_flag_parsing(monkeypatch):

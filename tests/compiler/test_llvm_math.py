@@ -71,20 +71,6 @@ def ulp_error(got, ref64):
     return np.where(np.isnan(got) & np.isnan(ref), 0, d)
 
 
-def optimized_ir(text):
-    """The module after the JIT's optimisation pipeline (the settings of llvm_jit)."""
-    llvm, tm = llvm_jit._llvm()
-    mod = llvm.parse_assembly(text)
-    mod.triple = tm.triple
-    mod.data_layout = str(tm.target_data)
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(mod, pb)
-    return str(mod)
-
-
 RNG = np.random.RandomState(7)
 
 
@@ -186,14 +172,14 @@ def test_exp_loop_vectorises():
     sym = mx.sym.exp(mx.sym.Variable("x"))
     spec, _ = compile_program(sym._outputs, {"x": (4096,)}, {"x": "float32"})
     assert "expf" not in spec.llvm_ir
-    opt = optimized_ir(spec.llvm_ir)
+    opt = llvm_jit.optimized_ir(spec.llvm_ir)
     assert re.search(r"<(8|16) x float>", opt), "exp loop not vectorised"
     assert "expf" not in opt
 
 
 @pytest.mark.parametrize("fn,arity", [("tanh", 1), ("sin", 1), ("erf", 1), ("log1p", 1), ("pow", 2)])
 def test_functions_vectorise(fn, arity):
-    assert re.search(r"<(8|16) x float>", optimized_ir(_kernel_ir(fn, arity)))
+    assert re.search(r"<(8|16) x float>", llvm_jit.optimized_ir(_kernel_ir(fn, arity)))
 
 
 def test_kiln_libm_switch(monkeypatch):
