@@ -28,6 +28,9 @@ class SlotSpec:
     offset: int = 0  # arena byte offset of an internal slot
     alias_of: int | None = None  # an internal slot that is another slot's storage under another shape
 
+    def __post_init__(self):
+        self.shape = tuple(int(d) for d in self.shape)  # compared with ndarray.shape on every run
+
     @property
     def nbytes(self):
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
@@ -70,12 +73,13 @@ class LoadedProgram:
             else:
                 self._table[i] = base + s.offset
         self._bound = {}
+        self._index = {spec.slots[i].name: i for i in self._external}
+        self._dtypes = {i: np.dtype(spec.slots[i].dtype) for i in self._external}
 
     @property
     def jit_stats(self):
         """How the native code was obtained: seconds spent and whether the disk cache had it."""
-        return {"seconds": getattr(self.module, "compile_seconds", 0.0),
-                "cache_hit": getattr(self.module, "from_cache", False)}
+        return {"seconds": self.module.compile_seconds, "cache_hit": self.module.from_cache}
 
     def has_slot(self, name):
         return any(self.spec.slots[i].name == name for i in self._external)
@@ -83,16 +87,17 @@ class LoadedProgram:
     def bind(self, name, array):
         """Point external slot ``name`` at ``array`` after checking it."""
         idx = self._slot_index(name)
-        s = self.spec.slots[idx]
-        check_array(array, s)
+        if self._bound.get(idx) is array:
+            return  # run() re-checks every bound array anyway
+        check_array(array, self.spec.slots[idx], self._dtypes[idx])
         self._table[idx] = array.ctypes.data
         self._bound[idx] = array  # keep it alive while the table points at it
 
     def _slot_index(self, name):
-        for i in self._external:
-            if self.spec.slots[i].name == name:
-                return i
-        raise MXNetError("program %s has no external slot %r" % (self.spec.name, name))
+        idx = self._index.get(name)
+        if idx is None:
+            raise MXNetError("program %s has no external slot %r" % (self.spec.name, name))
+        return idx
 
     def run(self, entry):
         missing = [self.spec.slots[i].name for i in self._external if i not in self._bound]
@@ -100,7 +105,7 @@ class LoadedProgram:
             raise MXNetError("program %s: arrays not bound for %s" % (self.spec.name, missing))
         for i in self._external:  # a bound array may have been resized since bind()
             arr = self._bound[i]
-            check_array(arr, self.spec.slots[i])
+            check_array(arr, self.spec.slots[i], self._dtypes[i])
             self._table[i] = arr.ctypes.data
         for i, target in self._aliases:  # after binding: an alias may view an external array
             self._table[i] = self._table[target]
@@ -110,12 +115,13 @@ class LoadedProgram:
         fn(ctypes.addressof(self._table))
 
 
-def check_array(array, slot):
+def check_array(array, slot, dtype=None):
+    """Raise unless ``array`` fits ``slot``; runs before every native call (kept cheap)."""
     if not isinstance(array, np.ndarray):
         raise MXNetError("slot %r needs a numpy array, got %s" % (slot.name, type(array).__name__))
-    if tuple(array.shape) != tuple(slot.shape):
+    if array.shape != slot.shape:
         raise MXNetError("slot %r expects shape %s, got %s" % (slot.name, tuple(slot.shape), array.shape))
-    if array.dtype.name != slot.dtype:
+    if array.dtype != (dtype if dtype is not None else np.dtype(slot.dtype)):
         raise MXNetError("slot %r expects dtype %s, got %s" % (slot.name, slot.dtype, array.dtype.name))
     if not array.flags.c_contiguous:
         raise MXNetError("slot %r needs a C-contiguous array" % slot.name)

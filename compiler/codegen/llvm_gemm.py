@@ -83,8 +83,10 @@ def _ceil(a, b):
     return -(-a // b)
 
 
-# below this many multiply-adds per matrix, plain loops (compile in milliseconds) replace blocking
+# below this many multiply-adds per matrix, plain loops (compile in milliseconds) replace blocking;
+# with this few rows, packing B (a full copy of it per call) costs more than the product itself
 SMALL_GEMM = 64 * 64 * 64
+SMALL_ROWS = 4
 
 
 def emit_gemm(em, st):
@@ -97,14 +99,74 @@ def emit_gemm(em, st):
     fn.linkage = "internal"
     work = 2 * st.batch * st.m * st.n * st.k
     inner = L._FunctionEmitter(em.module, fn, bufs, fastmath=em.fastmath)
-    if st.m * st.n * st.k <= SMALL_GEMM:
-        _emit_small(inner, st)
+    if st.m * st.n * st.k <= SMALL_GEMM or st.m <= SMALL_ROWS:
+        if st.transpose_b and not st.transpose_a:
+            _emit_small_dots(inner, st, host_target())
+        else:
+            _emit_small(inner, st)
         em.parallel_range(fn, bufs, st.batch * st.m, work)
         return
     threads = em.num_threads if em.worth_threads(work) else 1
     blk = Blocking(host_target(), st.out.dtype, st.m, st.n, st.k, units_wanted=-(-threads // st.batch))
     _GemmEmitter(inner, st, blk, host_target()).emit()
     em.parallel_range(fn, bufs, st.batch * blk.nblocks, work)
+
+
+def _emit_small_dots(em, st, target):
+    """Small products with B stored transposed ([n, k], as FullyConnected's weight): each output
+    is a dot product of two contiguous rows, summed in vector lanes then across them."""
+    b = em.b
+    ty = TYPES[st.out.dtype]
+    esize = 4 if st.out.dtype == "float32" else 8
+    width = max(1, target.vector_bits // (8 * esize))
+    vty = ir.VectorType(ty, width)
+    a_buf, b_buf, out = em.fn.args[0], em.fn.args[1], em.fn.args[2]
+    lo, hi = em.fn.args[-2], em.fn.args[-1]
+    vfma = em.declare("llvm.fmuladd.v%df%d" % (width, 8 * esize), vty, [vty] * 3)
+    fma = em.declare("llvm.fmuladd.f%d" % (8 * esize), ty, [ty] * 3)
+    vacc = em.alloca_builder.alloca(vty)
+    acc = em.alloca_builder.alloca(ty)
+    full = st.k // width * width
+
+    def at(ptr, index):
+        return b.gep(ptr, [index], inbounds=True, source_etype=ty)
+
+    def unit(u):
+        batch, i = b.sdiv(u, em.i64(st.m)), b.srem(u, em.i64(st.m))
+        a_row = b.add(b.mul(batch, em.i64(st.m * st.k)), b.mul(i, em.i64(st.k)))
+        b_base = b.mul(batch, em.i64(st.k * st.n))
+        c_base = b.mul(batch, em.i64(st.m * st.n))
+
+        def col(j):
+            b_row = b.add(b_base, b.mul(j, em.i64(st.k)))
+            b.store(ir.Constant(vty, [0.0] * width), vacc)
+
+            def chunk(c):
+                kk = b.mul(c, em.i64(width))
+                av = b.load(at(a_buf, b.add(a_row, kk)), typ=vty)
+                bv = b.load(at(b_buf, b.add(b_row, kk)), typ=vty)
+                av.align = bv.align = esize
+                b.store(b.call(vfma, [av, bv, b.load(vacc, typ=vty)]), vacc)
+            em.loop(full // width, chunk)
+            lanes = b.load(vacc, typ=vty)
+            total = b.extract_element(lanes, em.i64(0))
+            for lane in range(1, width):
+                total = b.fadd(total, b.extract_element(lanes, em.i64(lane)))
+            b.store(total, acc)
+
+            def tail(kk):
+                av = b.load(at(a_buf, b.add(a_row, kk)), typ=ty)
+                bv = b.load(at(b_buf, b.add(b_row, kk)), typ=ty)
+                b.store(b.call(fma, [av, bv, b.load(acc, typ=ty)]), acc)
+            em.loop(st.k, tail, start=full)
+            val = b.load(acc, typ=ty)
+            if st.epilogue is not None:
+                em.env.update({Gemm.ACC_NAME: val, Gemm.ROW.name: i, Gemm.COL.name: j, Gemm.BATCH.name: batch})
+                val = em.emit(st.epilogue)
+            b.store(val, at(out, b.add(c_base, b.add(b.mul(i, em.i64(st.n)), j))))
+        em.loop(st.n, col)
+    em.loop(hi, unit, start=lo)
+    b.ret_void()
 
 
 def _emit_small(em, st):

@@ -216,3 +216,15 @@ def test_small_products_take_the_plain_loop_path(ta, tb):
     out = mx.sym.dot(mx.sym.var("a"), mx.sym.var("b"), transpose_a=ta, transpose_b=tb).eval(
         a=mx.nd.array(a), b=mx.nd.array(b))[0].asnumpy()
     np.testing.assert_allclose(out, (a.T if ta else a) @ (b.T if tb else b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 37, 100), (3, 512, 784), (2, 5, 3)])
+def test_few_row_products_with_transposed_weight(m, n, k):
+    """FullyConnected at small batch: B stored [n, k], summed in vector lanes; any k remainder."""
+    rs = np.random.RandomState(m + n + k)
+    x = rs.uniform(-1, 1, (m, k)).astype(np.float32)
+    w = rs.uniform(-1, 1, (n, k)).astype(np.float32)
+    bias = rs.uniform(-1, 1, (n,)).astype(np.float32)
+    out = mx.sym.relu(mx.sym.FullyConnected(mx.sym.var("x"), num_hidden=n, name="fc")).eval(
+        x=mx.nd.array(x), fc_weight=mx.nd.array(w), fc_bias=mx.nd.array(bias))[0].asnumpy()
+    np.testing.assert_allclose(out, np.maximum(x @ w.T + bias, 0), rtol=1e-4, atol=1e-5)
