@@ -112,6 +112,14 @@ def emit_gemm(em, st):
     em.parallel_range(fn, bufs, st.batch * blk.nblocks, work)
 
 
+def _store_element(em, st, value, batch, row, col, ptr):
+    """Store one finished element of the small paths, through the epilogue when there is one."""
+    if st.epilogue is not None:
+        em.env.update({Gemm.ACC_NAME: value, Gemm.ROW.name: row, Gemm.COL.name: col, Gemm.BATCH.name: batch})
+        value = em.emit(st.epilogue)
+    em.b.store(value, ptr)
+
+
 def _emit_small_dots(em, st, target):
     """Small products with B stored transposed ([n, k], as FullyConnected's weight): each output
     is a dot product of two contiguous rows, summed in vector lanes then across them."""
@@ -159,11 +167,7 @@ def _emit_small_dots(em, st, target):
                 bv = b.load(at(b_buf, b.add(b_row, kk)), typ=ty)
                 b.store(b.call(fma, [av, bv, b.load(acc, typ=ty)]), acc)
             em.loop(st.k, tail, start=full)
-            val = b.load(acc, typ=ty)
-            if st.epilogue is not None:
-                em.env.update({Gemm.ACC_NAME: val, Gemm.ROW.name: i, Gemm.COL.name: j, Gemm.BATCH.name: batch})
-                val = em.emit(st.epilogue)
-            b.store(val, at(out, b.add(c_base, b.add(b.mul(i, em.i64(st.n)), j))))
+            _store_element(em, st, b.load(acc, typ=ty), batch, i, j, at(out, b.add(c_base, b.add(b.mul(i, em.i64(st.n)), j))))
         em.loop(st.n, col)
     em.loop(hi, unit, start=lo)
     b.ret_void()
@@ -201,13 +205,8 @@ def _emit_small(em, st):
             em.loop(st.n, col)
         em.loop(st.k, depth)
 
-        def store(j):
-            val = b.load(at(row, j), typ=ty)
-            if st.epilogue is not None:
-                em.env.update({Gemm.ACC_NAME: val, Gemm.ROW.name: i, Gemm.COL.name: j, Gemm.BATCH.name: batch})
-                val = em.emit(st.epilogue)
-            b.store(val, at(out, b.add(c_base, b.add(b.mul(i, em.i64(st.n)), j))))
-        em.loop(st.n, store)
+        em.loop(st.n, lambda j: _store_element(em, st, b.load(at(row, j), typ=ty), batch, i, j,
+                                               at(out, b.add(c_base, b.add(b.mul(i, em.i64(st.n)), j)))))
     em.loop(hi, unit, start=lo)
     b.ret_void()
 
