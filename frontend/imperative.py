@@ -37,7 +37,7 @@ def invoke_numpy(opname, arrays, attrs, outs=None):
     """Apply ``opname`` to numpy arrays; returns numpy arrays (``outs`` written in place)."""
     op = registry.get(opname)
     attrs = op.format_attrs(attrs, op.hint)
-    arrays = [np.ascontiguousarray(a) for a in arrays]
+    arrays = [np.require(a, requirements="C") for a in arrays]  # keeps 0-d arrays 0-d
     in_specs = tuple((tuple(a.shape), a.dtype.name) for a in arrays)
     prog, names, info = _program(op, attrs, in_specs)
     if outs is None:

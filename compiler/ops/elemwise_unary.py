@@ -25,6 +25,27 @@ def _sign(x):
     return E.select(E.cmp("gt", x, _c(x, 0)), _c(x, 1), E.select(E.cmp("lt", x, _c(x, 0)), _c(x, -1), _c(x, 0)))
 
 
+def _asinh(x):
+    """sign(x) * log1p(|x| + x^2 / (1 + sqrt(x^2 + 1))): accurate near 0 and for negative x."""
+    one = _c(x, 1.0)
+    a = E.call("abs", x)
+    sq = a * a
+    return _sign(x) * E.call("log1p", a + sq / (one + E.call("sqrt", sq + one)))
+
+
+def _acosh(x):
+    one = _c(x, 1.0)
+    return E.call("log", x + E.call("sqrt", x * x - one))
+
+
+def _atanh(x):
+    return _c(x, 0.5) * E.call("log1p", _c(x, 2.0) * x / (_c(x, 1.0) - x))
+
+
+def _cbrt(x):
+    return _sign(x) * E.call("pow", E.call("abs", x), _c(x, 1.0 / 3.0))
+
+
 def _sigmoid(x):
     one = _c(x, 1.0)
     return one / (one + E.call("exp", -x))
@@ -164,6 +185,13 @@ GRADS = {
     "gamma": lambda b, x, y, og: b.mul(og, b.mul(y, b.op("_digamma", x))),
     "gammaln": lambda b, x, y, og: b.mul(og, b.op("_digamma", x)),
     "_digamma": None,
+    "arcsinh": lambda b, x, y, og: b.mul(og, b.op("rsqrt", b.scalar("_plus_scalar", _sq(b, x), 1.0))),
+    "arccosh": lambda b, x, y, og: b.mul(og, b.op("rsqrt", b.scalar("_minus_scalar", _sq(b, x), 1.0))),
+    "arctanh": lambda b, x, y, og: b.div(og, b.scalar("_rminus_scalar", _sq(b, x), 1.0)),
+    "degrees": lambda b, x, y, og: b.scalar("_mul_scalar", og, 180.0 / math.pi),
+    "radians": lambda b, x, y, og: b.scalar("_mul_scalar", og, math.pi / 180.0),
+    "cbrt": lambda b, x, y, og: b.div(og, b.scalar("_mul_scalar", _sq(b, y), 3.0)),
+    "rcbrt": lambda b, x, y, og: b.div(b.scalar("_mul_scalar", og, -1.0 / 3.0), b.mul(x, b.op("cbrt", x))),
 }
 
 # name -> (expression, numpy reference, accepts integer dtypes)
@@ -206,6 +234,13 @@ UNARY = {
     "gamma": (_f("tgamma"), _vec(math.gamma), False),
     "gammaln": (_f("lgamma"), _vec(math.lgamma), False),
     "_digamma": (digamma, None, False),
+    "arcsinh": (_asinh, np.arcsinh, False),
+    "arccosh": (_acosh, np.arccosh, False),
+    "arctanh": (_atanh, np.arctanh, False),
+    "degrees": (lambda x: x * _c(x, 180.0 / math.pi), np.degrees, False),
+    "radians": (lambda x: x * _c(x, math.pi / 180.0), np.radians, False),
+    "cbrt": (_cbrt, np.cbrt, False),
+    "rcbrt": (lambda x: _c(x, 1.0) / _cbrt(x), lambda x: 1.0 / np.cbrt(x), False),
 }
 
 
@@ -285,3 +320,27 @@ register(OpDef("_cast_like", kind="elementwise", inputs=("data", "like"),
                lower=lambda params, ins, outs: map_lower(lambda p, x: x)(params, ins[:1], outs),
                dtype=_cast_like_type, shape=_cast_like_shape,
                gradient=lambda b, n, og: [b.op("_cast_like", og[0], n.inputs[0]), None]))
+
+
+# smooth_l1(x, sigma=scalar): 0.5 (sigma x)^2 where |x| < 1/sigma^2, else |x| - 0.5/sigma^2
+def _smooth_l1(params, x):
+    s2 = float(params["scalar"]) ** 2
+    a = E.call("abs", x)
+    return E.select(E.cmp("lt", a, _c(x, 1.0 / s2)), _c(x, 0.5 * s2) * x * x, a - _c(x, 0.5 / s2))
+
+
+def _np_smooth_l1(params, x):
+    s2 = float(params["scalar"]) ** 2
+    a = np.abs(x)
+    return np.where(a < 1.0 / s2, 0.5 * s2 * x * x, a - 0.5 / s2).astype(x.dtype)
+
+
+def _smooth_l1_grad(b, node, ogs):
+    x = node.inputs[0]
+    s2 = float(node.params["scalar"]) ** 2
+    inside = b.scalar("_lesser_scalar", b.op("abs", x), 1.0 / s2)
+    return [b.mul(ogs[0], b.op("where", inside, b.scalar("_mul_scalar", x, s2), b.op("sign", x)))]
+
+
+register(OpDef("smooth_l1", kind="elementwise", schema={"scalar": P.Float(1.0)},
+               lower=map_lower(_smooth_l1), gradient=_smooth_l1_grad, reference=_np_smooth_l1))

@@ -1,4 +1,5 @@
-"""Indexing operators: take, Embedding, one_hot, pick, batch_take.
+"""Indexing operators: take, Embedding, one_hot, pick, batch_take, gather_nd,
+scatter_nd, diag, SequenceMask.
 
 Index inputs are float arrays in MXNet; a value becomes an index by
 truncation towards zero (``expr.to_index``). Data-dependent indices are
@@ -225,11 +226,23 @@ def _pick_shape(params, ins, outs):
     if not known(x):
         return [x, idx], [outs[0]]
     o = unify(_pick_out(params, x), outs[0])
+    reduced = _pick_out(dict(params, keepdims=False), x)
+    if params["keepdims"] and known(idx) and tuple(idx) == o:
+        return [x, idx], [o]
     try:
-        idx = unify(idx, o)
+        idx = unify(idx, reduced)
     except InferError:
-        raise InferError("index shape %s must be %s" % (idx, o)) from None
+        raise InferError("index shape %s must be %s" % (idx, reduced)) from None
     return [x, idx], [o]
+
+
+def _pick_index_pos(params, idx, x_ndim, pos):
+    """Index-array position for output position ``pos``: with keepdims the index may
+    have the reduced shape (MXNet's), which drops the picked axis."""
+    if params["keepdims"] and idx.ndim != x_ndim:
+        a = _pick_axis(params, x_ndim)
+        return [p for k, p in enumerate(pos) if k != a] or [_i64(0)]
+    return list(pos)
 
 
 def _pick_reduced(params, ndim, i):
@@ -247,7 +260,7 @@ def _pick_lower(params, ins, outs):
     a = _pick_axis(params, x.ndim)
 
     def body(*i):
-        j = _fix_index(idx.load(list(i)), x.shape[a], params["mode"])
+        j = _fix_index(idx.load(_pick_index_pos(params, idx, x.ndim, i)), x.shape[a], params["mode"])
         if params["keepdims"]:
             src = [j if k == a else ik for k, ik in enumerate(i)]
         elif x.ndim == 1:
@@ -286,7 +299,7 @@ def _bpick_lower(params, ins, outs):
 
     def body(*i):
         pos = _pick_reduced(params, x.ndim, i)
-        j = _fix_index(idx.load(pos), x.shape[a], params["mode"])
+        j = _fix_index(idx.load(_pick_index_pos(params, idx, x.ndim, pos)), x.shape[a], params["mode"])
         return E.select(E.cmp("eq", j, i[a]), og.load(pos), _const(0, og.dtype))
     return [compute(out, body)]
 
@@ -330,3 +343,171 @@ def _np_bt(params, a, idx):
 
 register(OpDef("batch_take", kind="injective", inputs=("a", "indices"), shape=_bt_shape, dtype=_first_type,
                lower=_bt_lower, reference=_np_bt, doc="out[i] = a[i, indices[i]] (clipped); deprecated, use pick."))
+
+
+# ---- gather_nd / scatter_nd: indices of shape (M, Y...) address the first M axes ----
+def _gnd_shape(params, ins, outs):
+    data, idx = ins
+    if not (known(data) and known(idx)):
+        return [data, idx], [outs[0]]
+    if idx[0] > len(data):
+        raise InferError("gather_nd: indices.shape[0]=%d exceeds data.ndim=%d" % (idx[0], len(data)))
+    return [data, idx], [unify(tuple(idx[1:]) + tuple(data[idx[0]:]), outs[0])]
+
+
+def _nd_source(idx, shape, pos):
+    """Clamped data position for the index column ``pos`` (loop indices over Y)."""
+    m = idx.shape[0]
+    return [E.clamp_index(E.to_index(idx.load([_i64(k)] + list(pos))), shape[k]) for k in range(m)]
+
+
+def _gnd_lower(params, ins, outs):
+    data, idx = ins
+    ny = idx.ndim - 1
+    return [compute(outs[0], lambda *i: data.load(_nd_source(idx, data.shape, i[:ny]) + list(i[ny:])))]
+
+
+def _np_gnd(params, data, idx):
+    m = idx.shape[0]
+    i = [np.clip(np.trunc(idx[k]).astype(np.int64), 0, data.shape[k] - 1) for k in range(m)]
+    return data[tuple(i)]
+
+
+register(OpDef("gather_nd", kind="injective", inputs=("data", "indices"), shape=_gnd_shape, dtype=_first_type,
+               lower=_gnd_lower, reference=_np_gnd,
+               gradient=lambda b, node, ogs: [b.op("_backward_gather_nd", ogs[0], node.inputs[1], node.inputs[0]),
+                                              None],
+               doc="gather_nd(data, indices); out-of-range indices are clamped."))
+
+SCATTER_SCHEMA = {"shape": P.Tuple(())}
+
+
+def _snd_shape(params, ins, outs):
+    return [ins[0], ins[1]], [unify(tuple(params["shape"]), outs[0])]
+
+
+def _snd_lower(params, ins, outs):
+    data, idx = ins
+    out = outs[0]
+    ny = idx.ndim - 1
+    return [scatter_add(out, data.shape, lambda *i: _nd_source(idx, out.shape, i[:ny]) + list(i[ny:]),
+                        lambda *i: data.load(i))]
+
+
+def _np_snd(params, data, idx):
+    out = np.zeros(params["shape"], data.dtype)
+    m = idx.shape[0]
+    i = [np.clip(np.trunc(idx[k]).astype(np.int64), 0, out.shape[k] - 1) for k in range(m)]
+    np.add.at(out, tuple(i), data)
+    return out
+
+
+register(OpDef("scatter_nd", kind="injective", inputs=("data", "indices"), schema=SCATTER_SCHEMA,
+               shape=_snd_shape, dtype=_first_type, lower=_snd_lower, reference=_np_snd,
+               gradient=lambda b, node, ogs: [b.op("gather_nd", ogs[0], node.inputs[1]), None],
+               doc="scatter_nd(data, indices, shape); repeated indices add up (MXNet leaves them undefined)."))
+
+
+def _bgnd_shape(params, ins, outs):
+    s = unify(ins[2], outs[0])
+    return [ins[0], ins[1], s], [s]
+
+
+register(OpDef("_backward_gather_nd", kind="injective", inputs=("ograd", "indices", "like"), shape=_bgnd_shape,
+               dtype=_btake_type, lower=lambda params, ins, outs: _snd_lower(params, ins[:2], outs),
+               gradient=lambda b, node, ogs: [b.op("gather_nd", ogs[0], node.inputs[1]), None, None]))
+
+
+# ---- diag: a matrix's k-th diagonal, or a vector as a diagonal matrix ----
+def _diag_shape(params, ins, outs):
+    x = ins[0]
+    if not known(x):
+        return [x], [outs[0]]
+    k = params["k"]
+    if len(x) == 1:
+        n = x[0] + abs(k)
+        return [x], [unify((n, n), outs[0])]
+    if len(x) != 2:
+        raise InferError("diag: only 1-D and 2-D inputs are supported, got %d-D" % len(x))
+    n = min(x[0] + min(k, 0), x[1] - max(k, 0))
+    return [x], [unify((n if n > 0 else 0,), outs[0])]
+
+
+def _diag_lower(params, ins, outs):
+    x, out = ins[0], outs[0]
+    k = params["k"]
+    if x.ndim == 2:
+        return [compute(out, lambda i: x.load([i + _i64(max(-k, 0)), i + _i64(max(k, 0))]))]
+
+    def body(r, c):
+        on = E.cmp("eq", c - r, _i64(k))
+        src = E.clamp_index(r - _i64(max(-k, 0)), x.shape[0])
+        return E.select(on, x.load([src]), _const(0, out.dtype))
+    return [compute(out, body)]
+
+
+def _diag_grad(b, node, ogs):
+    return [b.op("_backward_diag", ogs[0], node.inputs[0], k=node.params["k"])]
+
+
+register(OpDef("diag", kind="injective", schema={"k": P.Int(0)}, shape=_diag_shape, lower=_diag_lower,
+               gradient=_diag_grad, reference=lambda params, x: np.diag(x, params["k"]).copy()))
+
+
+def _bdiag_shape(params, ins, outs):
+    s = unify(ins[1], outs[0])
+    return [ins[0], s], [s]
+
+
+# diag's gradient is diag's own map read backwards, at the input's shape
+register(OpDef("_backward_diag", kind="injective", inputs=("ograd", "data"), schema={"k": P.Int(0)},
+               shape=_bdiag_shape, dtype=_first_type,
+               lower=lambda params, ins, outs: _diag_lower(params, ins[:1], outs),
+               gradient=lambda b, node, ogs: [b.op("diag", ogs[0], k=node.params["k"]), None]))
+
+
+# ---- SequenceMask: steps at or past each sequence's length become ``value`` ----
+SEQ_SCHEMA = {"use_sequence_length": P.Bool(False), "value": P.Float(0.0), "axis": P.Int(0)}
+
+
+def _seq_inputs(params):
+    return ["data", "sequence_length"] if params.get("use_sequence_length") else ["data"]
+
+
+def _seq_shape(params, ins, outs):
+    s = unify(ins[0], outs[0])
+    return [s] + list(ins[1:]), [s]
+
+
+def _seq_lower(params, ins, outs):
+    data, out = ins[0], outs[0]
+    if len(ins) == 1:
+        return [compute(out, lambda *i: data.load(i))]
+    lens = ins[1]
+    t_axis = params["axis"]
+    b_axis = 1 - t_axis
+
+    def body(*i):
+        keep = E.cmp("lt", i[t_axis], E.to_index(lens.load([i[b_axis]])))
+        return E.select(keep, data.load(i), _const(params["value"], out.dtype))
+    return [compute(out, body)]
+
+
+def _np_seq(params, data, lens=None):
+    if lens is None:
+        return data.copy()
+    t = np.arange(data.shape[params["axis"]])
+    keep = t[:, None] < np.trunc(lens).astype(np.int64)[None, :]
+    if params["axis"] == 1:
+        keep = keep.T
+    keep = keep.reshape(keep.shape + (1,) * (data.ndim - 2))
+    return np.where(keep, data, params["value"]).astype(data.dtype)
+
+
+def _seq_grad(b, node, ogs):
+    attrs = dict(node.params, value=0.0)
+    return [b.op("SequenceMask", ogs[0], *node.inputs[1:], **attrs)] + [None] * (len(node.inputs) - 1)
+
+
+register(OpDef("SequenceMask", kind="injective", inputs=_seq_inputs, schema=SEQ_SCHEMA, shape=_seq_shape,
+               dtype=_first_type, lower=_seq_lower, gradient=_seq_grad, reference=_np_seq))

@@ -102,17 +102,19 @@ class NDArray:
 
     # ---- indexing ----
     def __getitem__(self, key):
-        if isinstance(key, NDArray):
-            key = key._data.astype(np.int64)
-        out = self._data[key]
+        """MXNet 1.x: basic indexing that stays contiguous is a view (writes reach the
+        parent); anything else copies; a scalar result has shape (1,)."""
+        out = self._data[_index_key(key)]
         if np.ndim(out) == 0:
-            out = np.asarray(out).reshape((1,))
+            return NDArray(np.array([out], dtype=self._data.dtype), self._ctx)
+        if out.flags.c_contiguous and np.shares_memory(out, self._data):
+            return NDArray(out, self._ctx)
         return NDArray(np.ascontiguousarray(out), self._ctx)
 
     def __setitem__(self, key, value):
         if isinstance(value, NDArray):
             value = value._data
-        self._data[key] = value
+        self._data[_index_key(key)] = value
 
     def __len__(self):
         return self.shape[0]
@@ -213,6 +215,76 @@ class NDArray:
 
     def __itruediv__(self, o):
         return self._inplace(self.__truediv__(o))
+
+    def __imod__(self, o):
+        return self._inplace(self.__mod__(o))
+
+    def __ipow__(self, o):
+        return self._inplace(self.__pow__(o))
+
+    __div__, __rdiv__, __idiv__ = __truediv__, __rtruediv__, __itruediv__
+
+    # ---- methods forwarding to kiln.nd operators, as MXNet's NDArray has them ----
+    def zeros_like(self, *args, **kwargs):
+        return _op("zeros_like", [self], kwargs)
+
+    def ones_like(self, *args, **kwargs):
+        return _op("ones_like", [self], kwargs)
+
+    def broadcast_to(self, shape):
+        return _op("broadcast_to", [self], {"shape": tuple(shape)})
+
+    def broadcast_like(self, other):
+        return _op("broadcast_like", [self, other], {})
+
+    def reshape_like(self, *args, **kwargs):
+        return _nd_call("reshape_like", self, args, kwargs)
+
+    def flatten(self, inplace=False):
+        if inplace:
+            raise NotImplementedError("NDArray.flatten(inplace=True)")
+        return _op("Flatten", [self], {})
+
+
+def _index_key(key):
+    """Index arrays given as NDArrays (any dtype) or lists become integer numpy arrays."""
+    if isinstance(key, NDArray):
+        return key._data.astype(np.int64)
+    if isinstance(key, tuple):
+        return tuple(_index_key(k) for k in key)
+    if isinstance(key, list):
+        return np.asarray(key, dtype=np.int64)
+    return key
+
+
+def _nd_call(name, self, args, kwargs):
+    from .. import ndarray as nd
+    fn = getattr(nd, name, None)
+    if fn is None:
+        raise NotImplementedError("NDArray.%s: operator %s is not available" % (name, name))
+    return fn(self, *args, **kwargs)
+
+
+def _forward(name):
+    def method(self, *args, **kwargs):
+        return _nd_call(name, self, args, kwargs)
+    method.__name__ = name
+    method.__doc__ = "Same as ``nd.%s(self, ...)``." % name
+    return method
+
+
+_METHODS = (
+    "broadcast_axes", "repeat", "pad", "swapaxes", "split", "slice", "slice_axis", "slice_like",
+    "take", "one_hot", "pick", "sort", "topk", "argsort", "argmax", "argmax_channel", "argmin",
+    "clip", "abs", "sign", "shape_array", "size_array", "expand_dims", "tile", "transpose", "flip",
+    "diag", "sum", "nansum", "prod", "nanprod", "mean", "max", "min", "norm", "round", "rint", "fix",
+    "floor", "ceil", "trunc", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "degrees",
+    "radians", "sinh", "cosh", "tanh", "arcsinh", "arccosh", "arctanh", "exp", "expm1", "log",
+    "log10", "log2", "log1p", "sqrt", "rsqrt", "cbrt", "rcbrt", "square", "reciprocal", "relu",
+    "sigmoid", "softmax", "log_softmax", "softmin", "squeeze",
+)
+for _name in _METHODS:
+    setattr(NDArray, _name, _forward(_name))
 
 
 def _op(opname, inputs, attrs, out=None):

@@ -26,6 +26,8 @@ DOMAIN = {
     "reciprocal": None, "floor": (-3, 3), "ceil": (-3, 3), "round": (-3, 3),
     "rint": (-3, 3), "trunc": (-3, 3), "fix": (-3, 3), "logical_not": (-2, 2),
     "erf": (-2, 2), "erfinv": (-0.9, 0.9), "gamma": (0.3, 4), "gammaln": (0.3, 4),
+    "arcsinh": (-3, 3), "arccosh": (1.2, 4), "arctanh": (-0.9, 0.9), "degrees": (-3, 3),
+    "radians": (-3, 3), "cbrt": None, "rcbrt": None,
 }
 INT_OK = ["negative", "abs", "sign", "square", "relu", "logical_not"]
 ZERO_GRAD = ["sign", "floor", "ceil", "round", "rint", "trunc", "fix", "logical_not"]
