@@ -287,7 +287,7 @@ class _GemmEmitter:
 
     # ---- driver ----
     def emit(self):
-        st, blk = self.st, self.blk
+        blk = self.blk
         self.apack = self.buffer(blk.mc * blk.kc)
         self.bpack = self.buffer(blk.nc * blk.kc)
         self.tile = self.buffer(blk.mr * blk.nr)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .. import expr as E
-from ..kernel import compute, numel
+from ..kernel import compute
 from . import params as P
 from .registry import OpDef, register
 from .shapes import InferError, known, unify

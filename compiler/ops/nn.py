@@ -7,7 +7,7 @@ from .. import expr as E
 from ..kernel import compute, numel
 from . import params as P
 from .registry import OpDef, register
-from .shapes import InferError, known, norm_axis, unify
+from .shapes import known, norm_axis, unify
 
 # ---- Activation: a composite over the unary operators ----
 ACT_TYPES = ("relu", "sigmoid", "tanh", "softrelu", "softsign")

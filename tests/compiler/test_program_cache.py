@@ -1,16 +1,12 @@
 """The graph-level program cache: memory and disk hits, key coverage, bad files rebuilt."""
-import json
 import logging
-import os
-import subprocess
-import sys
 
-import numpy as np
 
 import kiln as mx
 from kiln.compiler import program_cache
 from kiln.compiler.pipeline import compile_program
 from kiln.runtime import llvm_jit
+from tests.fresh_process import run_fresh
 
 
 def _mlp(layers=3, prefix=""):
@@ -112,11 +108,7 @@ print(json.dumps({"bind": bind, "hit": rep.program_cache.get("hit"), "jit_hit": 
 
 
 def _fresh_process(cache_dir):
-    env = dict(os.environ, KILN_CACHE_DIR=str(cache_dir))
-    env.pop("KILN_DISABLE_DISK_CACHE", None)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_fresh(SCRIPT, cache_dir)
 
 
 def test_second_process_skips_the_compiler(tmp_path):

@@ -8,7 +8,6 @@ import pytest
 
 import kiln as mx
 from kiln.base import MXNetError
-from kiln.compiler import serialization
 from kiln.compiler.graph import Entry, Node
 from kiln.compiler.ops import registry
 from kiln.compiler.ops.registry import OpDef

@@ -1,12 +1,9 @@
 """The on-disk object cache: hits in fresh processes, recovery from bad files, disabled mode."""
-import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 
 from kiln.runtime import llvm_jit
+from tests.fresh_process import run_fresh
 from tests.runtime.test_program import IR
 
 SCRIPT = r"""
@@ -34,11 +31,7 @@ print(json.dumps({"from_cache": m.from_cache, "jit_seconds": m.compile_seconds, 
 
 
 def _fresh_process(cache_dir):
-    env = dict(os.environ, KILN_CACHE_DIR=str(cache_dir))
-    env.pop("KILN_DISABLE_DISK_CACHE", None)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_fresh(SCRIPT, cache_dir)
 
 
 def test_second_process_loads_from_disk(tmp_path):

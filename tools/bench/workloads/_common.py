@@ -162,3 +162,38 @@ def np_softmax(z):
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def op_chain(fns, nodes):
+    """``x = fns[i % len](x, b)`` applied ``nodes`` times: the compile-time chain for every framework."""
+    def chain(a, b):
+        x = a
+        for i in range(nodes):
+            x = fns[i % len(fns)](x, b)
+        return x
+    return chain
+
+
+def jax_mlp_loss(J):
+    """Summed cross-entropy of an MLP (relu between layers) in JAX; ``ps`` = [(w, b), ...]."""
+    jnp = J.numpy
+
+    def loss(ps, x, y):
+        a = x
+        for i, (w, b) in enumerate(ps):
+            a = a @ w.T + b
+            if i < len(ps) - 1:
+                a = J.nn.relu(a)
+        logp = J.nn.log_softmax(a, axis=1)
+        return -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=1))
+    return loss
+
+
+def mx_elem_workload(kind):
+    """``kiln`` and ``mxnet`` entry points of an elementwise-chain workload (same code, two modules)."""
+    def bench(modname, case):
+        import importlib
+        mx = importlib.import_module(modname)
+        a, b = elem_inputs(case.params["n"])
+        return mx_forward_bench(mx, mx_elem_symbol(mx, kind), {"a": a, "b": b})
+    return (lambda case: bench("kiln", case)), (lambda case: bench("mxnet", case))

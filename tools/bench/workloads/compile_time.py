@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from harness import Bench, Case, Unsupported
+from workloads import _common as C
 
 NAME = "compile_time"
 DESCRIPTION = "simple_bind (compile) time; per item = per graph node"
@@ -152,13 +153,8 @@ def jax(case):
     import numpy as np
     p = case.params
     if "nodes" in p:
-        fns = (jnp.add, jnp.multiply, jnp.maximum, jnp.subtract, jnp.minimum, jnp.divide)
-
-        def chain(a, b):
-            x = a
-            for i in range(p["nodes"]):
-                x = fns[i % len(fns)](x, b)
-            return x
+        chain = C.op_chain((jnp.add, jnp.multiply, jnp.maximum, jnp.subtract, jnp.minimum, jnp.divide),
+                           p["nodes"])
 
         def run():
             n = 1024 + next(_fresh)
@@ -170,14 +166,7 @@ def jax(case):
     if p["how"] != "new":
         raise Unsupported("measured with new shapes only")
 
-    def loss(ps, x, y):
-        a = x
-        for i, (w, b) in enumerate(ps):
-            a = a @ w.T + b
-            if i < len(ps) - 1:
-                a = J.nn.relu(a)
-        logp = J.nn.log_softmax(a, axis=1)
-        return -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=1))
+    loss = C.jax_mlp_loss(J)
     dims = [784] + [p["hidden"]] * p["layers"] + [10]
     ps = [(J.ShapeDtypeStruct((o, i), jnp.float32), J.ShapeDtypeStruct((o,), jnp.float32))
           for i, o in zip(dims[:-1], dims[1:])]
@@ -199,13 +188,7 @@ def torch(case):
     p = case.params
     if "nodes" not in p:
         raise Unsupported("measured for the chains only")
-    fns = (T.add, T.mul, T.maximum, T.sub, T.minimum, T.div)
-
-    def chain(a, b):
-        x = a
-        for i in range(p["nodes"]):
-            x = fns[i % len(fns)](x, b)
-        return x
+    chain = C.op_chain((T.add, T.mul, T.maximum, T.sub, T.minimum, T.div), p["nodes"])
 
     def run():
         n = 1024 + next(_fresh)

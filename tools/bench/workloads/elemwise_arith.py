@@ -14,19 +14,7 @@ def cases(quick):
     return [Case("n=%s" % C.size_label(n), {"n": n}, per=(n, "elem"))]
 
 
-def _mx(mx, case):
-    a, b = C.elem_inputs(case.params["n"])
-    return C.mx_forward_bench(mx, C.mx_elem_symbol(mx, "arith"), {"a": a, "b": b})
-
-
-def kiln(case):
-    import kiln as mx
-    return _mx(mx, case)
-
-
-def mxnet(case):
-    import mxnet as mx
-    return _mx(mx, case)
+kiln, mxnet = C.mx_elem_workload("arith")
 
 
 def numpy(case):

@@ -134,15 +134,7 @@ def jax(case):
     jp = [(jnp.asarray(w), jnp.asarray(b)) for w, b in params]
     jx, jy = jnp.asarray(x), jnp.asarray(y.astype(np.int32))
 
-    def loss(ps, x, y):
-        a = x
-        for i, (w, b) in enumerate(ps):
-            a = a @ w.T + b
-            if i < len(ps) - 1:
-                a = J.nn.relu(a)
-        logp = J.nn.log_softmax(a, axis=1)
-        return -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=1))
-
+    loss = C.jax_mlp_loss(J)
     grad = J.jit(J.grad(loss))
 
     @J.jit
