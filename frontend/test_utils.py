@@ -150,7 +150,7 @@ def check_numeric_gradient(sym, location, aux_states=None, numeric_eps=1e-3, rto
         return sum(float(np.sum(o.asnumpy().astype(np.float64) * p)) for o, p in zip(outs, projs))
 
     for k in grad_nodes:
-        x = ex.arg_dict[k]._data
+        x = ex.arg_dict[k]._data  # forward() runs synchronously, so these writes are safe
         numeric = np.zeros(x.shape, np.float64)
         flat = x.reshape(-1)
         for i in range(flat.size):

@@ -1,6 +1,7 @@
 """kiln.nd: NDArray creation functions and every registry operator."""
 import numpy as np
 
+from .. import engine as _engine
 from ..context import current_context
 from ..compiler.ops import registry as _registry
 from .ndarray import NDArray, invoke
@@ -44,7 +45,8 @@ def full(shape, val, ctx=None, dtype=None):
 
 
 def waitall():
-    return None
+    """Wait for every queued operation; raises a failure no wait has reported yet."""
+    _engine.get().waitall()
 
 
 def _make_op(fname, op):

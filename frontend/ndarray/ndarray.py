@@ -1,24 +1,41 @@
-"""A minimal NDArray: a CPU buffer with MXNet's printing, copying and operators.
+"""NDArray: a CPU buffer with MXNet's printing, copying, indexing and operators.
 
 Operators run through the compiler (``imperative.invoke_numpy``), never numpy
-arithmetic, so NDArray and Symbol results agree. The full imperative API
-(indexing, autograd, the async engine) builds on this class.
+arithmetic, so NDArray and Symbol results agree. They are queued on the
+dependency engine (``engine.py``): ``_var`` orders the operations on one
+storage (views share their base's), and Python reads of ``_data`` wait for its
+writers first. ``_ag`` says where autograd finds the array: None, a variable
+(``autograd.Leaf``) or a recorded operation's output ``(tape node, index)``.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import autograd
+from .. import engine as _engine
 from ..base import MXNetError, numeric_types
+from ..compiler.ops import registry
 from ..context import Context, current_context
-from ..imperative import invoke_numpy
+from ..imperative import invoke_numpy, output_specs
 
 
 class NDArray:
     __array_priority__ = 1000.0
 
-    def __init__(self, data, ctx=None):
+    def __init__(self, data, ctx=None, var=None):
         self._data = data
         self._ctx = ctx or current_context()
+        self._var = var if var is not None else _engine.Var()
+        self._ag = None
+
+    def _read(self):
+        """The buffer, once every queued writer has finished."""
+        _engine.get().wait(reads=[self._var])
+        return self._data
+
+    def _wait_write(self):
+        """Wait until Python may overwrite the buffer (queued readers and writers done)."""
+        _engine.get().wait(writes=[self._var])
 
     # ---- attributes ----
     @property
@@ -53,15 +70,16 @@ class NDArray:
 
     # ---- conversion ----
     def asnumpy(self):
-        return self._data.copy()
+        return self._read().copy()
 
     def __array__(self, dtype=None, copy=None):
-        return self._data.astype(dtype) if dtype is not None else self._data
+        data = self._read()
+        return data.astype(dtype) if dtype is not None else data
 
     def asscalar(self):
         if self.size != 1:
             raise ValueError("The current array is not a scalar")
-        return self._data.reshape(-1)[0]
+        return self._read().reshape(-1)[0]
 
     def astype(self, dtype, copy=True):
         dt = np.dtype(dtype)
@@ -70,17 +88,21 @@ class NDArray:
         return _op("Cast", [self], {"dtype": dt.name})
 
     def copy(self):
-        return NDArray(self._data.copy(), self._ctx)
+        return _op("_copy", [self], {})
 
     def copyto(self, other):
+        """Copy into an array (casting to its dtype) or onto a context; crosses contexts."""
         if isinstance(other, Context):
-            return NDArray(self._data.copy(), other)
+            other = NDArray(np.empty(self.shape, dtype=self._data.dtype), other)
         if isinstance(other, NDArray):
             if other is self:
                 return other
             if other.shape != self.shape:
                 raise MXNetError("copyto: shape mismatch %s vs %s" % (self.shape, other.shape))
-            other._data[...] = self._data.astype(other._data.dtype, copy=False)
+            if other._data.dtype == self._data.dtype:
+                invoke("_copy", [self], {}, out=other, cross_context=True)
+            else:
+                invoke("Cast", [self], {"dtype": other._data.dtype.name}, out=other, cross_context=True)
             return other
         raise TypeError("copyto does not support type %s" % type(other))
 
@@ -88,7 +110,26 @@ class NDArray:
         return self if ctx == self._ctx else self.copyto(ctx)
 
     def wait_to_read(self):
-        return None
+        _engine.get().wait(reads=[self._var])
+
+    # ---- autograd ----
+    def attach_grad(self, grad_req="write", stype=None):
+        """Make this array a variable: gradients of recorded heads land in ``grad``."""
+        if stype not in (None, "default"):
+            raise NotImplementedError("attach_grad(stype=%r): sparse gradients" % (stype,))
+        grad = NDArray(np.zeros(self.shape, dtype=self._data.dtype), self._ctx)
+        self._ag = autograd.Leaf(grad, grad_req)
+
+    @property
+    def grad(self):
+        return self._ag.grad if isinstance(self._ag, autograd.Leaf) else None
+
+    def detach(self):
+        """The same storage, cut from the recorded graph."""
+        return NDArray(self._data, self._ctx, self._var)
+
+    def backward(self, out_grad=None, retain_graph=False, train_mode=True):
+        autograd.backward([self], [out_grad], retain_graph=retain_graph, train_mode=train_mode)
 
     def reshape(self, *shape, **kwargs):
         if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
@@ -98,22 +139,29 @@ class NDArray:
         return _op("Reshape", [self], dict(kwargs, shape=tuple(shape)))
 
     def tolist(self):
-        return self._data.tolist()
+        return self._read().tolist()
 
     # ---- indexing ----
     def __getitem__(self, key):
         """MXNet 1.x: basic indexing that stays contiguous is a view (writes reach the
-        parent); anything else copies; a scalar result has shape (1,)."""
-        out = self._data[_index_key(key)]
+        parent); anything else copies; a scalar result has shape (1,). While
+        recording, indexing is the ``slice``/``take`` operators, so it is differentiable."""
+        key = _index_key(key)
+        if autograd.is_recording():
+            return _recorded_index(self, key)
+        if _is_basic(key):
+            out = self._data[key]
+            if np.ndim(out) > 0 and out.flags.c_contiguous and np.shares_memory(out, self._data):
+                return NDArray(out, self._ctx, self._var)
+        out = self._read()[key]
         if np.ndim(out) == 0:
             return NDArray(np.array([out], dtype=self._data.dtype), self._ctx)
-        if out.flags.c_contiguous and np.shares_memory(out, self._data):
-            return NDArray(out, self._ctx)
         return NDArray(np.ascontiguousarray(out), self._ctx)
 
     def __setitem__(self, key, value):
         if isinstance(value, NDArray):
-            value = value._data
+            value = value._read()
+        self._wait_write()
         self._data[_index_key(key)] = value
 
     def __len__(self):
@@ -126,19 +174,19 @@ class NDArray:
     def __bool__(self):
         if self.size != 1:
             raise ValueError("The truth value of an NDArray with multiple elements is ambiguous.")
-        return bool(self._data.reshape(-1)[0])
+        return bool(self._read().reshape(-1)[0])
 
     # ---- printing ----
     def __repr__(self):
         shape = "x".join(str(d) for d in self.shape)
-        return "\n%s\n<NDArray %s @%s>" % (np.array2string(self._data), shape, self._ctx)
+        return "\n%s\n<NDArray %s @%s>" % (np.array2string(self._read()), shape, self._ctx)
 
     # ---- operators ----
-    def _binary(self, other, bop, sop, reverse_sop=None):
+    def _binary(self, other, bop, sop, reverse_sop=None, out=None):
         if isinstance(other, NDArray):
-            return _op(bop, [other, self] if reverse_sop == "swap" else [self, other], {})
+            return _op(bop, [other, self] if reverse_sop == "swap" else [self, other], {}, out=out)
         if isinstance(other, numeric_types):
-            return _op(sop, [self], {"scalar": float(other)})
+            return _op(sop, [self], {"scalar": float(other)}, out=out)
         return NotImplemented
 
     def __add__(self, o):
@@ -198,29 +246,29 @@ class NDArray:
 
     __hash__ = object.__hash__
 
-    def _inplace(self, result):
-        if result is NotImplemented:
-            return result
-        self._data[...] = result._data
-        return self
+    def _inplace(self, other, bop, sop):
+        """``x op= y`` writes x's own buffer; y must broadcast to x's shape."""
+        if isinstance(other, NDArray) and other.shape != self.shape:
+            other = _op("broadcast_to", [other], {"shape": self.shape})
+        return self._binary(other, bop, sop, out=self)
 
     def __iadd__(self, o):
-        return self._inplace(self.__add__(o))
+        return self._inplace(o, "broadcast_add", "_plus_scalar")
 
     def __isub__(self, o):
-        return self._inplace(self.__sub__(o))
+        return self._inplace(o, "broadcast_sub", "_minus_scalar")
 
     def __imul__(self, o):
-        return self._inplace(self.__mul__(o))
+        return self._inplace(o, "broadcast_mul", "_mul_scalar")
 
     def __itruediv__(self, o):
-        return self._inplace(self.__truediv__(o))
+        return self._inplace(o, "broadcast_div", "_div_scalar")
 
     def __imod__(self, o):
-        return self._inplace(self.__mod__(o))
+        return self._inplace(o, "broadcast_mod", "_mod_scalar")
 
     def __ipow__(self, o):
-        return self._inplace(self.__pow__(o))
+        return self._inplace(o, "broadcast_power", "_power_scalar")
 
     __div__, __rdiv__, __idiv__ = __truediv__, __rtruediv__, __itruediv__
 
@@ -292,15 +340,101 @@ def _op(opname, inputs, attrs, out=None):
     return outs[0] if len(outs) == 1 else outs
 
 
-def invoke(opname, inputs, attrs, out=None):
-    """Run a registry operator on NDArrays; returns a list of NDArrays."""
-    ctx = inputs[0].context if inputs else current_context()
+def _context_of(opname, inputs, out):
+    """MXNet refuses one operation over arrays on different devices."""
+    ctx = inputs[0]._ctx if inputs else (out[0]._ctx if out else current_context())
+    for x in list(inputs) + list(out or ()):
+        if x._ctx != ctx:
+            raise MXNetError("operator %s: all arrays must be on one context, got %s and %s "
+                             "(use as_in_context or copyto to move one)" % (opname, ctx, x._ctx))
+    return ctx
+
+
+def invoke(opname, inputs, attrs, out=None, cross_context=False):
+    """Queue a registry operator on NDArrays; returns a list of (visible) NDArrays.
+
+    Shapes, dtypes and attributes are checked and the kernel compiled here, in the
+    caller's thread; only running it is asynchronous.
+    """
     for x in inputs:
         if not isinstance(x, NDArray):
             raise TypeError("operator %s: inputs must be NDArrays, got %s" % (opname, type(x).__name__))
-    if out is not None:
-        outs = out if isinstance(out, (list, tuple)) else [out]
-        invoke_numpy(opname, [x._data for x in inputs], attrs, outs=[o._data for o in outs])
-        return list(outs)
-    results = invoke_numpy(opname, [x._data for x in inputs], attrs)
-    return [NDArray(r, ctx) for r in results]
+    outs = None if out is None else list(out) if isinstance(out, (list, tuple)) else [out]
+    ctx = _context_of(opname, inputs, None if cross_context else outs)
+    recording = autograd.is_recording()
+    op = registry.get(opname)
+    specs = [(x.shape, x._data.dtype.name) for x in inputs]
+    shapes, dtypes = output_specs(opname, specs, attrs, all_outputs=recording)
+    n_visible = op.num_visible_outputs(op.parse_attrs(op.format_attrs(attrs, op.hint), op.hint)) \
+        if recording else len(shapes)
+    if outs is None:
+        outs = [NDArray(np.empty(s, dtype=t), ctx) for s, t in zip(shapes[:n_visible], dtypes[:n_visible])]
+    else:
+        if len(outs) != n_visible:
+            raise MXNetError("operator %s: out= has %d arrays for %d outputs" % (opname, len(outs), n_visible))
+        for k, (o, s, t) in enumerate(zip(outs, shapes, dtypes)):
+            if not isinstance(o, NDArray) or o.shape != tuple(s) or o._data.dtype != np.dtype(t):
+                raise MXNetError("operator %s: out[%d] must be an NDArray of shape %s and dtype %s, got %s"
+                                 % (opname, k, tuple(s), t, _describe(o)))
+        if recording and any(o._ag is not None for o in outs):
+            raise MXNetError("operator %s: assigning to NDArrays that are already in a computational graph "
+                             "while recording would corrupt their gradients; write outside autograd.record() "
+                             "or into a fresh array" % opname)
+    hidden = [NDArray(np.empty(s, dtype=t), ctx) for s, t in zip(shapes[n_visible:], dtypes[n_visible:])]
+    everything = outs + hidden
+    in_data = [x._data for x in inputs]
+    out_data = [o._data for o in everything]
+    eng = _engine.get()
+    inline = sum(o._data.size for o in everything) <= eng.inline_elements
+    eng.push(lambda: invoke_numpy(opname, in_data, attrs, out_data, recording),
+             [x._var for x in inputs], [o._var for o in everything], name=opname, inline=inline)
+    if recording:
+        autograd.record_op(op, op.format_attrs(attrs, op.hint), inputs, everything)
+    return outs
+
+
+def _describe(x):
+    if isinstance(x, NDArray):
+        return "shape %s dtype %s" % (x.shape, x._data.dtype.name)
+    return type(x).__name__
+
+
+def _is_basic(key):
+    parts = key if isinstance(key, tuple) else (key,)
+    return all(isinstance(k, (int, np.integer, slice)) or k is Ellipsis or k is None for k in parts)
+
+
+def _recorded_index(x, key):
+    """Indexing as operators (recorded): slices and integers -> ``slice`` + ``Reshape``;
+    one integer array on the first axis -> ``take``."""
+    parts = key if isinstance(key, tuple) else (key,)
+    if not _is_basic(key):
+        if isinstance(key, np.ndarray):
+            idx = NDArray(key.astype(np.int64), x._ctx)
+            return _op("take", [x, idx], {"axis": 0})
+        raise NotImplementedError("indexing with %r while autograd is recording" % (key,))
+    if Ellipsis in parts or None in parts:
+        raise NotImplementedError("indexing with Ellipsis or None while autograd is recording")
+    if len(parts) > x.ndim:
+        raise IndexError("too many indices (%d) for an array of %d dimensions" % (len(parts), x.ndim))
+    begin, end, step, keep = [], [], [], []
+    for axis, k in enumerate(parts):
+        if isinstance(k, slice):
+            start, stop, stride = k.indices(x.shape[axis])
+            begin.append(start)
+            end.append(stop if stride > 0 or stop >= 0 else None)
+            step.append(stride)
+            keep.append(True)
+        else:
+            i = int(k) + (x.shape[axis] if k < 0 else 0)
+            if not 0 <= i < x.shape[axis]:
+                raise IndexError("index %d is out of bounds for axis %d with size %d" % (k, axis, x.shape[axis]))
+            begin.append(i)
+            end.append(i + 1)
+            step.append(1)
+            keep.append(False)
+    out = _op("slice", [x], {"begin": tuple(begin), "end": tuple(end), "step": tuple(step)})
+    if all(keep):
+        return out
+    shape = [d for d, k in zip(out.shape, keep + [True] * (x.ndim - len(keep))) if k]
+    return _op("Reshape", [out], {"shape": tuple(shape) or (1,)})

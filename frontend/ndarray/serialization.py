@@ -183,7 +183,7 @@ def load(fname):
 
 def _record_bytes(arr):
     """One V2 dense record, with the array's own context as MXNet writes it."""
-    data = np.ascontiguousarray(arr._data)
+    data = np.ascontiguousarray(arr._read())
     flag = _DTYPE_TO_FLAG.get(data.dtype)
     if flag is None:
         raise MXNetError("cannot save an array of dtype %s in the MXNet format" % data.dtype)
