@@ -44,6 +44,22 @@ def full(shape, val, ctx=None, dtype=None):
     return NDArray(np.full(shape, val, dtype=np.dtype(dtype or _DEFAULT_DTYPE)), _ctx(ctx))
 
 
+def to_dlpack_for_read(data):
+    return data.to_dlpack_for_read()
+
+
+def to_dlpack_for_write(data):
+    return data.to_dlpack_for_write()
+
+
+def from_dlpack(dlpack):
+    """An NDArray sharing the memory of a DLPack capsule or of an object with ``__dlpack__``."""
+    from .dlpack import import_capsule
+    if hasattr(dlpack, "__dlpack__"):
+        dlpack = dlpack.__dlpack__()
+    return NDArray(import_capsule(dlpack), current_context())
+
+
 def waitall():
     """Wait for every queued operation; raises a failure no wait has reported yet."""
     _engine.get().waitall()

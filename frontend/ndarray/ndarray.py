@@ -112,6 +112,21 @@ class NDArray:
     def wait_to_read(self):
         _engine.get().wait(reads=[self._var])
 
+    # ---- DLPack ----
+    def to_dlpack_for_read(self):
+        from .dlpack import export
+        return export(self, for_write=False)
+
+    def to_dlpack_for_write(self):
+        from .dlpack import export
+        return export(self, for_write=True)
+
+    def __dlpack__(self, stream=None, **kwargs):
+        return self.to_dlpack_for_write()
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU, device 0
+
     # ---- autograd ----
     def attach_grad(self, grad_req="write", stype=None):
         """Make this array a variable: gradients of recorded heads land in ``grad``."""
