@@ -8,6 +8,8 @@ later substitutes one operator's expression into another's loads.
 """
 from __future__ import annotations
 
+from numbers import Number
+
 FLOATS = ("float16", "float32", "float64")
 SIGNED = ("int8", "int32", "int64")
 UNSIGNED = ("uint8", "bool")
@@ -19,7 +21,11 @@ UNARY_FUNCS = (
     "erf", "tgamma", "lgamma", "not",
 )
 BINARY_FUNCS = ("add", "sub", "mul", "div", "fmod", "pow", "max", "min", "hypot", "atan2",
-                "and", "or", "xor")
+                "and", "or", "xor") + ("bitand", "bitor", "bitxor", "shl", "lshr")
+# Integer-only bit operations (same dtype in and out; the random generator's Philox rounds):
+# bitwise and/or/xor, shift left, logical (zero-filling) shift right. ``mul`` on int64 wraps
+# modulo 2**64, which gives a full 32x32 -> 64 bit product of zero-extended 32-bit values.
+BIT_FUNCS = ("bitand", "bitor", "bitxor", "shl", "lshr")
 COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 PRED = "pred"  # an i1 truth value (comparisons); never stored in a buffer
 REDUCERS = ("sum", "prod", "max", "min", "argmax", "argmin")
@@ -36,8 +42,27 @@ def _wrap(value, dtype):
 class Expr:
     __slots__ = ("dtype",)
 
+    # Comparing an expression with a Python number is a lowering asking a question about a
+    # symbolic size (shape-generic kernels) that has no compile-time answer: refuse it rather
+    # than let object identity answer False. Expressions compare by identity otherwise.
+    def __eq__(self, other):
+        if isinstance(other, Number):
+            raise TypeError("symbolic value %r compared with %r" % (self, other))
+        return self is other
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    __hash__ = object.__hash__
+
+    def __bool__(self):
+        raise TypeError("truth value of symbolic value %r" % (self,))
+
     # Arithmetic sugar for lowering code; constants take the other side's dtype.
     def _bin(self, fn, other, rev=False):
+        if isinstance(other, float) and not is_float(self.dtype):
+            # e.g. ``scale / (size // n)`` with a symbolic size: int64 arithmetic would truncate
+            raise TypeError("float %r in %s arithmetic on %r" % (other, self.dtype, self))
         other = _wrap(other, self.dtype)
         return Call(fn, (other, self) if rev else (self, other))
 
@@ -79,6 +104,8 @@ class Const(Expr):
     __slots__ = ("value",)
 
     def __init__(self, value, dtype):
+        if isinstance(value, Expr):
+            raise TypeError("constant from symbolic value %r" % (value,))
         self.value = value
         self.dtype = dtype
 
@@ -97,6 +124,48 @@ class Var(Expr):
 
     def __repr__(self):
         return self.name
+
+
+class Dim(Expr):
+    """Size number ``index`` of a shape-generic kernel, read at run time from its dims array.
+
+    Sizes 0 and 1 stay literal ints in such kernels and equal sizes share one
+    ``Dim``, so ``Dim == 0``/``== 1`` is truthfully False and two Dims are equal
+    exactly when their runtime values are; any other question about the value
+    (``int()``, ``range``, ``<``, ``== 5``) raises TypeError, which the generic
+    planner takes as "this lowering needs concrete sizes".
+    """
+
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = int(index)
+        self.dtype = "int64"
+
+    def __eq__(self, other):
+        if isinstance(other, Dim):
+            return self.index == other.index
+        if other is None:
+            return False
+        if isinstance(other, Number) and other in (0, 1):
+            return False
+        if isinstance(other, Expr):
+            return False
+        raise TypeError("symbolic size %r compared with %r" % (self, other))
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        return hash(("dim", self.index))
+
+    def __repr__(self):
+        return "d%d" % self.index
+
+
+def is_static(size):
+    """True for a compile-time (int) size, False for a symbolic one."""
+    return not isinstance(size, Expr)
 
 
 class Load(Expr):
@@ -162,7 +231,7 @@ class Reduce(Expr):
             raise ValueError("unknown reducer %r" % kind)
         self.kind = kind
         self.rvars = tuple(rvars)
-        self.extents = tuple(int(e) for e in extents)
+        self.extents = tuple(e if isinstance(e, Expr) else int(e) for e in extents)  # Exprs: runtime
         self.body = body
         self.dtype = dtype or body.dtype
 
@@ -185,6 +254,9 @@ def cast(x, dtype):
 
 
 def const(value, dtype):
+    """A constant; a symbolic size (shape-generic kernels) becomes its value cast to ``dtype``."""
+    if isinstance(value, Expr):
+        return cast(value, dtype)
     return Const(value, dtype)
 
 
@@ -254,6 +326,8 @@ def structural_key(e, memo):
         key = ("c", e.value, e.dtype)
     elif isinstance(e, Var):
         key = ("v", e.name)
+    elif isinstance(e, Dim):
+        key = ("d", e.index)
     elif isinstance(e, Load):
         key = ("l", id(e.buf)) + tuple(structural_key(i, memo) for i in e.index)
     elif isinstance(e, Call):
@@ -263,7 +337,8 @@ def structural_key(e, memo):
     elif isinstance(e, Cast):
         key = ("t", e.dtype, structural_key(e.x, memo))
     else:
-        key = ("r", e.kind, tuple(v.name for v in e.rvars), e.extents, e.dtype, structural_key(e.body, memo))
+        extents = tuple(x if isinstance(x, int) else structural_key(x, memo) for x in e.extents)
+        key = ("r", e.kind, tuple(v.name for v in e.rvars), extents, e.dtype, structural_key(e.body, memo))
     memo[id(e)] = key
     return key
 

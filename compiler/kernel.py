@@ -4,17 +4,34 @@ A kernel is a list of stages over its buffer parameters. ``Compute`` writes
 every element of its output once from an expression of the output indices;
 ``ScatterAdd`` zero-fills its output, then adds an expression into positions
 computed from a source index space (the gradients of take, Embedding and
-pick). Shapes are static: one kernel per (operator, shapes, dtypes).
+pick). Shapes are static (one kernel per operator, shapes and dtypes), or
+symbolic for shape-generic kernels (``compiler/generic.py``): a size other
+than 0 or 1 may then be an ``expr.Dim`` read at run time from the kernel's
+``dims`` buffer; sizes 0 and 1 always stay literal ints.
 """
 from __future__ import annotations
 
 import math
 
-from .expr import Load, Var, map_children
+from .expr import Expr, Load, Var, map_children
 
 
 def numel(shape):
-    return int(math.prod(shape))
+    """Element count: an int for static shapes, an int64 expression for symbolic ones."""
+    static = [s for s in shape if not isinstance(s, Expr)]
+    count = int(math.prod(static))
+    sym = [s for s in shape if isinstance(s, Expr)]
+    if not sym or count == 0:
+        return count
+    out = sym[0]
+    for s in sym[1:]:
+        out = out * s
+    return out if count == 1 else out * count
+
+
+def _size(s):
+    """A static size as int; symbolic sizes (``expr.Dim``/expressions) are kept."""
+    return s if isinstance(s, Expr) else int(s)
 
 
 class Buffer:
@@ -24,7 +41,7 @@ class Buffer:
 
     def __init__(self, name, shape, dtype):
         self.name = name
-        self.shape = tuple(int(s) for s in shape)
+        self.shape = tuple(_size(s) for s in shape)
         self.dtype = dtype
 
     @property
@@ -59,17 +76,21 @@ class ScatterAdd:
     def __init__(self, out, axes, extents, target, value):
         self.out = out
         self.axes = tuple(axes)
-        self.extents = tuple(int(e) for e in extents)
+        self.extents = tuple(_size(e) for e in extents)
         self.target = tuple(target)
         self.value = value
 
 
 class Kernel:
-    def __init__(self, name, inputs, outputs, stages):
+    """``dims``: for a shape-generic kernel, the int64 input buffer its ``expr.Dim`` sizes are
+    read from (also listed in ``inputs``); None for static kernels."""
+
+    def __init__(self, name, inputs, outputs, stages, dims=None):
         self.name = name
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.stages = list(stages)
+        self.dims = dims
 
     @property
     def params(self):
@@ -186,3 +207,85 @@ class Gemm:
         """Stand-in loads of both operands plus the epilogue: what analyses of reads need."""
         loads = [buf.load([0] * buf.ndim) for buf in (self.a, self.b)]
         return loads + ([self.epilogue] if self.epilogue is not None else [])
+
+
+class Sort:
+    """Sort every row of ``data`` along ``axis`` and write the first ``k`` of each sorted row.
+
+    A sort is its own stage because no per-element expression describes it:
+    backends emit a whole-row algorithm. ``axis=None`` sorts the flattened
+    array as one row. The order is stable (equal keys keep their positions'
+    order, in both directions) and total: NaN sorts after every number when
+    ascending and before every number when descending (NaN is the largest
+    key). Outputs, each optional: ``values`` and ``indices`` (``data``'s
+    shape with the axis cut to ``k``; flattened: ``(k,)``), positions along
+    the axis in ``indices``' dtype, and ``mask`` (``data``'s shape, 1 at the
+    sources of the first ``k``, 0 elsewhere).
+
+    ``workspace`` (uint8, ``workspace_bytes(...)``) is a 64-byte header (a
+    row counter) and, per work unit, two (key, index) arrays of one row. A
+    unit claims rows from the counter until none is left, sorting each in
+    its own scratch slice: units may run on different threads without
+    sharing scratch, and rows are balanced dynamically over the threads.
+    """
+
+    MAX_UNITS = 64  # work units (scratch slices): the most rows sorted at once
+    WORKSPACE_CAP = 32 << 20  # scratch bytes beyond which fewer units share the rows
+    HEADER = 64  # bytes before the first unit: the shared row counter
+    KEY_BYTES, INDEX_BYTES = 8, 4  # scratch per element, sized for any dtype (shape rules see no dtypes)
+
+    def __init__(self, data, axis, k, is_ascend, values=None, indices=None, mask=None, workspace=None):
+        self.data = data
+        self.axis = None if axis is None else int(axis)
+        if self.axis is None:
+            self.outer, self.n, self.inner = 1, data.size, 1
+        else:
+            self.outer = numel(data.shape[:self.axis])
+            self.n = data.shape[self.axis]
+            self.inner = numel(data.shape[self.axis + 1:])
+        self.k = int(k)
+        self.is_ascend = bool(is_ascend)
+        self.values, self.indices, self.mask, self.workspace = values, indices, mask, workspace
+        self.rows = self.outer * self.inner
+        self.units, self.unit_bytes = Sort.layout(self.outer * self.n * self.inner, self.n)
+        if not 0 <= self.k <= self.n:
+            raise ValueError("Sort: k=%d for rows of %d" % (self.k, self.n))
+        need = Sort.workspace_bytes(self.outer * self.n * self.inner, self.n)
+        if workspace is None or workspace.size * _itemsize(workspace.dtype) < need:
+            raise ValueError("Sort: workspace %r is smaller than %d bytes" % (workspace, need))
+
+    @staticmethod
+    def region(count, nbytes):
+        """Bytes of one scratch array, rounded up to 64 so every array stays aligned."""
+        return -(-count * nbytes // 64) * 64
+
+    @staticmethod
+    def layout(size, n):
+        """(units, bytes per unit) for ``size`` elements in rows of ``n``."""
+        if n == 0 or size == 0:
+            return 1, 0
+        per = 2 * Sort.region(n, Sort.KEY_BYTES) + 2 * Sort.region(n, Sort.INDEX_BYTES)
+        units = max(1, min(size // n, Sort.MAX_UNITS, Sort.WORKSPACE_CAP // per))
+        return units, per
+
+    @staticmethod
+    def workspace_bytes(size, n):
+        units, per = Sort.layout(size, n)
+        return Sort.HEADER + units * per
+
+    @property
+    def inputs(self):
+        return [self.data]
+
+    @property
+    def outputs(self):
+        return [b for b in (self.values, self.indices, self.mask, self.workspace) if b is not None]
+
+    def exprs(self):
+        """A stand-in load of ``data``: what analyses of reads need."""
+        return [self.data.load([0] * self.data.ndim)]
+
+
+def _itemsize(dtype):
+    return {"float16": 2, "float32": 4, "float64": 8, "int8": 1, "uint8": 1, "bool": 1,
+            "int32": 4, "int64": 8}[dtype]

@@ -13,6 +13,7 @@ from ..runtime.errors import MXNetError
 from ..runtime.program import SlotSpec
 from . import expr as E
 from .kernel import Buffer, Compute, Gemm, Kernel, ScatterAdd, stage_exprs
+from .ops.random import STREAM
 
 
 @dataclass
@@ -52,19 +53,26 @@ class Lowered:
 
 def _inline_producers(stages, producers):
     """Substitute producer expressions into the loads of ``stages`` (recursively)."""
-    memo, keys = {}, {}
+    memo, keys, done = {}, {}, {}
 
     def go(e):
+        # memoised by object: a shared subtree (Philox rounds read each value twice) stays
+        # one object instead of growing into a tree exponentially larger than the DAG
+        hit = done.get(id(e))
+        if hit is not None:
+            return hit[1]
         if isinstance(e, E.Load) and id(e.buf) in producers:
             index = [go(i) for i in e.index]
             key = (id(e.buf),) + tuple(E.structural_key(i, keys) for i in index)
-            hit = memo.get(key)
-            if hit is None:
+            out = memo.get(key)
+            if out is None:
                 axes, body = producers[id(e.buf)]
-                hit = go(E.substitute(body, {a.name: i for a, i in zip(axes, index)}))
-                memo[key] = hit
-            return hit
-        return E.map_children(e, go)
+                out = go(E.substitute(body, {a.name: i for a, i in zip(axes, index)}))
+                memo[key] = out
+        else:
+            out = E.map_children(e, go)
+        done[id(e)] = (e, out)  # keeps e alive so that its id is not reused
+        return out
 
     out = []
     for st in stages:
@@ -79,8 +87,11 @@ def _inline_producers(stages, producers):
     return out
 
 
-def lower_group(group, spec):
-    """Kernel for ``group`` (root last) and the entries bound to its parameters."""
+def lower_group(group, spec, rng=None):
+    """Kernel for ``group`` (root last) and the entries bound to its parameters.
+
+    rng: (key variable node, {node uid: stream id}); a random node's lowering gets the key
+    buffer as an extra last input and its stream id in ``params[ops.random.STREAM]``."""
     member_out = {(n.uid, 0) for n in group[:-1]}
     position = {(n.uid, 0): k for k, n in enumerate(group)}  # wiring keys must not depend on node ids
     ext_bufs, ext_entries, ext_index, virtual = {}, [], {}, {}
@@ -89,7 +100,12 @@ def lower_group(group, spec):
     wiring = []
     for node in group:
         ins, wires = [], []
-        for e in node.inputs:
+        params = node.params
+        node_inputs = node.inputs
+        if node.op.random and rng is not None:
+            params = dict(params, **{STREAM: rng[1][node.uid]})
+            node_inputs = list(node_inputs) + [rng[0].out(0)]
+        for e in node_inputs:
             key = e.key()
             if key in member_out:
                 ins.append(virtual[key])
@@ -105,7 +121,7 @@ def lower_group(group, spec):
         outs = [Buffer("%s_out%d" % (node.name, i), *spec(node.out(i))) for i in range(node.num_outputs)]
         if node.op.lower is None:
             raise NotImplementedError("operator %s has no kernel on the CPU backend" % node.op.name)
-        stages = node.op.lower(node.params, ins, outs)
+        stages = node.op.lower(params, ins, outs)
         if node is group[-1]:
             root_outs, root_stages = outs, stages
         else:
@@ -115,7 +131,7 @@ def lower_group(group, spec):
             else:
                 producers[id(outs[0])] = (st.axes, st.body)
             virtual[(node.uid, 0)] = outs[0]
-        wiring.append((node.op.name, tuple(sorted((k, repr(v)) for k, v in node.params.items())), tuple(wires)))
+        wiring.append((node.op.name, tuple(sorted((k, repr(v)) for k, v in params.items())), tuple(wires)))
     stages = _inline_producers(root_stages, producers)
     if gemm is not None:
         fused = gemm.with_epilogue(stages[0]) if len(stages) == 1 else None
@@ -134,8 +150,10 @@ def kernel_name(group, index):
     return ("fused_%s_%d" if len(ops) > 1 else "%s_%d") % ("_".join(ops[:6]), index)
 
 
-def lower_graph(graph, shapes, dtypes, external_outputs, phases):
-    """``external_outputs``: entry key -> slot name; ``phases``: [(entry name, [group])]."""
+def lower_graph(graph, shapes, dtypes, external_outputs, phases, rng=None):
+    """``external_outputs``: entry key -> slot name; ``phases``: [(entry name, [group])];
+    ``rng``: (key variable node, {random node uid: stream id}) when the graph samples (its
+    shape and dtype are in ``shapes``/``dtypes``): the key becomes an external slot."""
     low = Lowered()
 
     def spec(e):
@@ -146,7 +164,7 @@ def lower_graph(graph, shapes, dtypes, external_outputs, phases):
                              % (e.index, what, e.node.name))
         return tuple(s), t
 
-    for n in graph.variables():
+    for n in graph.variables() + ([rng[0]] if rng is not None else []):
         low.slot(n.out(0).key(), n.name, *spec(n.out(0)), True)
     nodes = {n.uid: n for n in graph.nodes}
     for (uid, idx), name in external_outputs.items():
@@ -154,7 +172,7 @@ def lower_graph(graph, shapes, dtypes, external_outputs, phases):
     for entry_name, groups in phases:
         launches = []
         for group in groups:
-            kernel, entries, key = lower_group(group, spec)
+            kernel, entries, key = lower_group(group, spec, rng)
             known = low._by_key.get(key)
             if known is None:
                 kernel.name = kernel_name(group, len(low.kernels))

@@ -21,8 +21,10 @@ from .passes.expand import expand_composites
 from .passes.gradient import gradient
 from .passes.infer import infer_shapes, infer_types
 from .passes.remat import rematerialise
+from .passes.training import specialise_training, training_sensitive
 from .passes.simplify import PASSES as SIMPLIFY_PASSES, drop_shape_noops
 from .lower import lower_graph, plan_naive
+from .ops.random import KEY_DTYPE, KEY_SHAPE, KEY_SLOT
 from .memory import plan_memory
 from .passes.fuse import fuse
 from .report import CompileReport
@@ -75,14 +77,17 @@ def _materialise(entries, taken):
 
 
 def compile_program(heads, var_shapes, var_types, grad_req=None, name="program", disabled_passes=(),
-                    remat=False, fastmath=None):
+                    remat=False, fastmath=None, is_train=False):
     """Compile ``heads`` (list of Entry) for the given variable shapes/dtypes.
 
     grad_req: variable name -> 'write' | 'add' | 'null'. remat: False, True (checkpointing,
     ``passes/remat.py``) or 'cheap' (recompute only cheap values) trades backward work for
-    memory. fastmath: LLVM fast-math flags (default ``$KILN_FASTMATH``). Returns
-    (ProgramSpec, info) where info names the slots of outputs, gradients and head
-    gradients. A graph compiled before with the same inputs and options comes from
+    memory. fastmath: LLVM fast-math flags (default ``$KILN_FASTMATH``). is_train: compile
+    training-sensitive nodes (Dropout) for training (``passes/training.py``); ignored for
+    graphs without such nodes. Returns (ProgramSpec, info) where info names the slots of
+    outputs, gradients and head gradients, and ``info["rng_key"]`` the hidden int64 input
+    of shape (2,) holding [seed, counter] that random nodes read (None without random
+    nodes). A graph compiled before with the same inputs and options comes from
     ``program_cache``.
     """
     if remat not in REMAT_MODES:
@@ -91,9 +96,10 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     pm = PassManager(disabled_passes)
     fastmath = fastmath_flags(fastmath)
     num_threads = parallel_threads()
+    is_train = bool(is_train) and training_sensitive(Graph(heads))
     # every option that changes the program must be in the key
     options = {"name": name, "disabled": sorted(pm.disabled), "remat": remat_mode, "fastmath": fastmath,
-               "threads": num_threads, "libm": os.environ.get("KILN_LIBM", "")}
+               "threads": num_threads, "libm": os.environ.get("KILN_LIBM", ""), "is_train": is_train}
     key = program_cache.program_key(heads, var_shapes, var_types, grad_req, options)
     cached = program_cache.load(key)
     if cached is not None:
@@ -106,9 +112,14 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     dtypes = _infer_into(graph, var_types, infer_types, "dtype")
     var_shapes = _named(graph, shapes)
     var_types = _named(graph, dtypes)
+    # not a disableable optimisation: without it inference programs would sample
+    t0, before = time.perf_counter(), len(graph.nodes)
+    graph = specialise_training(graph, is_train)
+    pm.report.passes.append({"name": "training_mode", "nodes_before": before, "nodes_after": len(graph.nodes),
+                             "seconds": time.perf_counter() - t0})
     info = {"outputs": [OUTPUT % i for i in range(len(heads))], "grads": {}, "head_grads": [],
             "grad_in": {}, "out_shapes": [shapes[h.key()] for h in heads],
-            "out_dtypes": [dtypes[h.key()] for h in heads]}
+            "out_dtypes": [dtypes[h.key()] for h in heads], "rng_key": None}
     wrt = [v for v in graph.arguments() if grad_req.get(v.name, "null") != "null"]
     bwd = []
     if wrt:
@@ -165,8 +176,15 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     pm.report.passes.append({"name": "fuse", "nodes_before": n_ops,
                              "nodes_after": sum(len(groups) for _, groups in phases),
                              "seconds": time.perf_counter() - t0})
+    # random nodes read [seed, counter] from one hidden input; each gets its own stream id
+    random_nodes = [n for _, groups in phases for g in groups for n in g if n.op.random]
+    rng = None
+    if random_nodes:
+        rng = (Node(None, KEY_SLOT), {n.uid: k for k, n in enumerate(random_nodes)})
+        shapes[rng[0].out(0).key()], dtypes[rng[0].out(0).key()] = KEY_SHAPE, KEY_DTYPE
+        info["rng_key"] = KEY_SLOT
     t0 = time.perf_counter()
-    low = lower_graph(graph, shapes, dtypes, external, phases)
+    low = lower_graph(graph, shapes, dtypes, external, phases, rng)
     pm.report.passes.append({"name": "lower", "nodes_before": n_ops, "nodes_after": len(low.kernels),
                              "seconds": time.perf_counter() - t0})
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ from ...runtime.errors import MXNetError
 from ...runtime.program import ALIGN
 from ...runtime.threads import parallel_threads
 from .. import expr as E
-from ..kernel import Compute, Gemm, ScatterAdd
+from ..kernel import Compute, Gemm, ScatterAdd, Sort
 from . import llvm_math
 
 I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
@@ -98,6 +98,23 @@ class _FunctionEmitter:
         self.env = {}
         self.scopes = [{}]
         self.keep = []
+        self.dims_buf = None  # shape-generic kernels: the buffer expr.Dim sizes are read from
+        self.dim_values = []
+
+    def bind_dims(self, buf):
+        """Load every runtime size of a shape-generic kernel here (the function's start), once."""
+        self.dims_buf = buf
+        ptr = self.ptrs[id(buf)]
+        self.dim_values = [self.b.load(self.b.gep(ptr, [self.i64(k)], inbounds=True, source_etype=I64), typ=I64)
+                           for k in range(buf.shape[0])]
+
+    def size(self, v):
+        """An i64 value for a size: an int, an LLVM value, or a symbolic (expr) size."""
+        if isinstance(v, ir.Value):
+            return v
+        if isinstance(v, E.Expr):
+            return self.emit(v)
+        return self.i64(v)
 
     # ---- helpers ----
     def alloca(self, ty):
@@ -116,14 +133,14 @@ class _FunctionEmitter:
         """``for i in range(start, extent)``; bounds are ints or i64 values."""
         b = self.b
         ctr = self.alloca(I64)
-        b.store(start if isinstance(start, ir.Value) else self.i64(start), ctr)
+        b.store(self.size(start), ctr)
+        end = self.size(extent)  # before the loop: a symbolic extent is computed once
         cond_bb = self.fn.append_basic_block("loop")
         body_bb = self.fn.append_basic_block("loop_body")
         end_bb = self.fn.append_basic_block("loop_end")
         b.branch(cond_bb)
         b.position_at_end(cond_bb)
         i = b.load(ctr, typ=I64)
-        end = extent if isinstance(extent, ir.Value) else self.i64(extent)
         b.cbranch(b.icmp_signed("<", i, end), body_bb, end_bb)
         b.position_at_end(body_bb)
         self.scopes.append({})
@@ -146,11 +163,17 @@ class _FunctionEmitter:
     def address(self, buf, index_values):
         b = self.b
         off = self.i64(0)
-        stride = 1
+        stride = 1  # an int while the sizes are static, an i64 value after a symbolic one
         for dim, iv in reversed(list(zip(buf.shape, index_values))):
-            term = iv if stride == 1 else b.mul(iv, self.i64(stride), flags=("nsw",))
+            if isinstance(stride, int):
+                term = iv if stride == 1 else b.mul(iv, self.i64(stride), flags=("nsw",))
+            else:
+                term = b.mul(iv, stride, flags=("nsw",))
             off = term if (isinstance(off, ir.Constant) and off.constant == 0) else b.add(off, term, flags=("nsw",))
-            stride *= dim
+            if isinstance(stride, int) and isinstance(dim, int):
+                stride *= dim
+            else:
+                stride = b.mul(self.size(stride), self.size(dim), flags=("nsw",))
         return b.gep(self.ptrs[id(buf)], [off], inbounds=True, source_etype=STORE_TYPES[buf.dtype])
 
     def load(self, buf, index_values):
@@ -184,6 +207,9 @@ class _FunctionEmitter:
 
     def _Var(self, e):
         return self.env[e.name]
+
+    def _Dim(self, e):
+        return self.dim_values[e.index]
 
     def _Load(self, e):
         return self.load(e.buf, [self.emit(i) for i in e.index])
@@ -267,6 +293,10 @@ class _FunctionEmitter:
             return (b.icmp_unsigned if uns else b.icmp_signed)(op, *args)
         if fn in ("and", "or", "xor"):
             return getattr(b, fn + "_")(*args) if fn != "xor" else b.xor(*args)
+        if fn in E.BIT_FUNCS:  # integer bit operations (the random generator)
+            if isf:
+                raise NotImplementedError("LLVM backend: %s on %s" % (fn, dtype))
+            return {"bitand": b.and_, "bitor": b.or_, "bitxor": b.xor, "shl": b.shl, "lshr": b.lshr}[fn](*args)
         if fn == "not":
             return b.not_(self.truth(args[0], dtype))
         fm = self.fm
@@ -370,7 +400,7 @@ class _FunctionEmitter:
                     b.store(ir.Constant(I1, 0), first)
                     flat = self.i64(0)
                     for var, ext in zip(e.rvars, e.extents):
-                        flat = b.add(b.mul(flat, self.i64(ext)), self.env[var.name])
+                        flat = b.add(b.mul(flat, self.size(ext)), self.env[var.name])
                     b.store(b.select(better, flat, b.load(pos, typ=I64)), pos)
                 b.store(b.select(better, v, cur), acc)
         self.nest(list(e.rvars), list(e.extents), body)
@@ -400,6 +430,9 @@ class _FunctionEmitter:
         elif isinstance(st, Gemm):
             from .llvm_gemm import emit_gemm  # imports this module
             emit_gemm(self, st)
+        elif isinstance(st, Sort):
+            from .llvm_sort import emit_sort  # imports this module
+            emit_sort(self, st)
         else:
             raise TypeError("unknown stage %r" % st)
 
@@ -411,8 +444,10 @@ class _FunctionEmitter:
         that worker threads claim; small nests stay serial because waking the
         threads would cost more than the work.
         """
-        split = next((k for k, n in enumerate(extents) if n > 1), None)
-        if split is None or not self.worth_threads(math.prod(extents) * max(cost, 1)):
+        split = next((k for k, n in enumerate(extents) if not isinstance(n, int) or n > 1), None)
+        static = all(isinstance(n, int) for n in extents) and isinstance(cost, int)
+        if split is None or (static and not self.worth_threads(math.prod(extents) * max(cost, 1))) \
+                or (not static and (self.num_threads <= 1 or 0 in [n for n in extents if isinstance(n, int)])):
             self.nest(axes, extents, lambda: element(self))
             return
 
@@ -424,7 +459,24 @@ class _FunctionEmitter:
                 em.env[axes[split].name] = i
                 em.nest(axes[split + 1:], extents[split + 1:], lambda: element(em))
             em.loop(end, outer, start=begin)
-        self.split_over_threads(extents[split], chunk)
+        if static:
+            self.split_over_threads(extents[split], chunk)
+            return
+        # symbolic sizes: decide at run time, with the same threshold, whether threads pay off
+        b = self.b
+        work = self.size(cost)
+        work = b.select(b.icmp_signed("<", work, self.i64(1)), self.i64(1), work)
+        for n in extents:
+            work = b.mul(work, self.size(n))
+        with b.if_else(b.icmp_signed(">=", work, self.i64(PARALLEL_MIN_WORK))) as (threaded, serial):
+            with threaded:
+                self.scopes.append({})
+                self.split_over_threads(self.size(extents[split]), chunk)
+                self.scopes.pop()
+            with serial:
+                self.scopes.append({})
+                self.nest(axes, extents, lambda: element(self))
+                self.scopes.pop()
 
     def parallel_range(self, fn, buffers, extent, work):
         """Call ``fn(buffer pointers..., i64 lo, i64 hi)`` over [0, extent), split over threads.
@@ -452,6 +504,9 @@ class _FunctionEmitter:
         finds the work done instead of holding everyone at the join.
         """
         keys = list(self.ptrs)
+        if not isinstance(extent, int):
+            self.split_over_threads_dynamic(self.size(extent), chunk)
+            return
         pieces = min(extent, self.num_threads * CHUNKS_PER_THREAD)
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), self.module.get_unique_name(self.fn.name + ".par"))
         fn.linkage = "internal"
@@ -463,6 +518,8 @@ class _FunctionEmitter:
             if key in self.aligned:
                 mark_aligned(self.module, ptr)
         sub.ptrs = dict(zip(keys, slots))
+        if self.dims_buf is not None:
+            sub.bind_dims(self.dims_buf)
         claim_bb, work_bb, done_bb = (fn.append_basic_block(n) for n in ("claim", "piece", "done"))
         b.branch(claim_bb)
         b.position_at_end(claim_bb)
@@ -487,6 +544,58 @@ class _FunctionEmitter:
         gomp = self.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
         threads = ir.Constant(I32, min(self.num_threads, pieces))
         self.b.call(gomp, [fn, data, threads, ir.Constant(I32, 0)])
+
+    def split_over_threads_dynamic(self, extent, chunk):
+        """``split_over_threads`` for an extent known only at run time (an i64 value).
+
+        The outlined function reads the extent and the piece count from the
+        counter array (``[counter, extent, pieces]``) instead of constants.
+        """
+        keys = list(self.ptrs)
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), self.module.get_unique_name(self.fn.name + ".par"))
+        fn.linkage = "internal"
+        sub = _FunctionEmitter(self.module, fn, [], self.num_threads, self.fastmath)
+        b = sub.b
+        slots = [b.load(b.gep(fn.args[0], [sub.i64(j)], inbounds=True, source_etype=PTR), typ=PTR)
+                 for j in range(len(keys) + 1)]
+        for key, ptr in zip(keys, slots):
+            if key in self.aligned:
+                mark_aligned(self.module, ptr)
+        sub.ptrs = dict(zip(keys, slots))
+        if self.dims_buf is not None:
+            sub.bind_dims(self.dims_buf)
+        shared = slots[-1]
+        n = b.load(b.gep(shared, [sub.i64(1)], inbounds=True, source_etype=I64), typ=I64)
+        pieces = b.load(b.gep(shared, [sub.i64(2)], inbounds=True, source_etype=I64), typ=I64)
+        claim_bb, work_bb, done_bb = (fn.append_basic_block(n_) for n_ in ("claim", "piece", "done"))
+        b.branch(claim_bb)
+        b.position_at_end(claim_bb)
+        piece = b.atomic_rmw("add", shared, sub.i64(1), "monotonic")
+        b.cbranch(b.icmp_signed("<", piece, pieces), work_bb, done_bb)
+        b.position_at_end(work_bb)
+        begin = b.sdiv(b.mul(n, piece, flags=("nsw",)), pieces)
+        end = b.sdiv(b.mul(n, b.add(piece, sub.i64(1), flags=("nsw",)), flags=("nsw",)), pieces)
+        sub.scopes.append({})
+        chunk(sub, begin, end)
+        sub.scopes.pop()
+        b.branch(claim_bb)
+        b.position_at_end(done_bb)
+        b.ret_void()
+
+        mb = self.b
+        most = self.i64(self.num_threads * CHUNKS_PER_THREAD)
+        count = mb.select(mb.icmp_signed("<", extent, most), extent, most)
+        count = mb.select(mb.icmp_signed("<", count, self.i64(1)), self.i64(1), count)
+        data = self.alloca_builder.alloca(PTR, size=len(keys) + 1)
+        shared_mem = self.alloca_builder.alloca(I64, size=3)
+        for j, value in enumerate((self.i64(0), extent, count)):
+            mb.store(value, mb.gep(shared_mem, [self.i64(j)], inbounds=True, source_etype=I64))
+        for j, value in enumerate([self.ptrs[k] for k in keys] + [shared_mem]):
+            mb.store(value, mb.gep(data, [self.i64(j)], inbounds=True, source_etype=PTR))
+        nthreads = self.i64(self.num_threads)
+        threads = mb.trunc(mb.select(mb.icmp_signed("<", count, nthreads), count, nthreads), I32)
+        gomp = self.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
+        mb.call(gomp, [fn, data, threads, ir.Constant(I32, 0)])
 
 
 def work_per_element(e):
@@ -561,6 +670,8 @@ def emit_kernel(module, kernel, num_threads=1, fastmath=(), noalias=(), aligned=
         if i in aligned:
             arg.attributes.align = ALIGN
     em = _FunctionEmitter(module, fn, params, num_threads, fastmath, [params[i] for i in aligned])
+    if getattr(kernel, "dims", None) is not None:
+        em.bind_dims(kernel.dims)
     for st in kernel.stages:
         em.stage(st)
     em.b.ret_void()

@@ -27,6 +27,8 @@ from .shapes import InferError, known, norm_axis, unify, unify_type
 
 
 def _i64(v):
+    if isinstance(v, E.Expr):  # a symbolic size (shape-generic kernels): already int64
+        return v
     return E.const(int(v), "int64")
 
 

@@ -1,13 +1,16 @@
 """Activations, softmax family, output (loss) layers, Dropout and MakeLoss."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import expr as E
 from ..kernel import compute, numel
 from . import params as P
+from . import random as R
 from .registry import OpDef, register
-from .shapes import known, norm_axis, unify
+from .shapes import InferError, known, norm_axis, unify
 
 # ---- Activation: a composite over the unary operators ----
 ACT_TYPES = ("relu", "sigmoid", "tanh", "softrelu", "softsign")
@@ -358,13 +361,48 @@ DROPOUT_SCHEMA = {"p": P.Float(0.5), "mode": P.Str("training", choices=("trainin
                   "axes": P.Tuple(()), "cudnn_off": P.Bool(False)}
 
 
-def _dropout_gap(params):
-    if params["p"] > 0:
-        return "Dropout's training mask needs the random number generator"
-    return None
+def _dropout_shape(params, ins, outs):
+    if not 0.0 <= params["p"] <= 1.0:
+        raise InferError("invalid parameter p=%r for Dropout: must be in [0, 1]" % params["p"])
+    s = unify(unify(ins[0], outs[0]), outs[1])
+    return [s], [s, s]
 
 
-register(OpDef("Dropout", kind="elementwise", schema=DROPOUT_SCHEMA, random=True, training_gap=_dropout_gap,
-               lower=lambda params, ins, outs: [compute(outs[0], lambda *i: ins[0].load(i))],
-               gradient=lambda b, node, ogs: [ogs[0]], reference=lambda params, x: x.copy(),
-               doc="identity outside training; the training mask needs the random operators"))
+def _dropout_lower(params, ins, outs):
+    """Sampling Dropout (training, or mode='always'): ``mask = keep ? 1/(1-p) : 0`` from one
+    Philox word per element (shared along ``axes``), ``out = data * mask``."""
+    x = ins[0]
+    out, mask = outs
+    key, stream = R.rng_inputs(params, ins, 1)
+    p = params["p"]
+    threshold = min(math.ceil(p * 2.0 ** 32), 2 ** 32)  # keep iff word >= threshold: P = 1 - p
+    scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+    shared = {a % x.ndim for a in params["axes"]} if x.ndim else set()
+
+    def mbody(*i):
+        s = R.Stream(key, stream, R.flat_index(i, mask.shape, shared))
+        keep = E.cmp("ge", s.block(0)[0], E.const(threshold, "int64"))
+        return E.select(keep, E.const(scale, mask.dtype), E.const(0.0, mask.dtype))
+    return [compute(mask, mbody), compute(out, lambda *i: x.load(i) * mask.load(i))]
+
+
+def _dropout_sensitive(params):
+    return params["mode"] == "training" and params["p"] > 0
+
+
+def _dropout_variant(node, inputs, is_train):
+    """Identity (mask of ones) outside training or with p=0; the sampling node otherwise."""
+    params = node.params
+    if params["p"] > 0 and (is_train or params["mode"] == "always"):
+        return None
+    from ..builder import Builder  # the builder imports the registry this module belongs to
+    return [inputs[0], Builder(node.name).ones_like(inputs[0])]
+
+
+register(OpDef("Dropout", kind="elementwise", schema=DROPOUT_SCHEMA, random=True, outputs=2, visible=1,
+               output_names=lambda params: ["output", "mask"], shape=_dropout_shape, lower=_dropout_lower,
+               gradient=lambda b, node, ogs: [b.mul(ogs[0], node.out(1))], reference=lambda params, x: x.copy(),
+               doc="Zeroes elements with probability p and scales the rest by 1/(1-p) in training "
+                   "(autograd training mode, forward(is_train=True) or mode='always'); identity otherwise. "
+                   "The hidden second output is the mask the gradient multiplies by."))
+R.TRAINING_VARIANTS["Dropout"] = (_dropout_sensitive, _dropout_variant)

@@ -64,8 +64,15 @@ def reduce_lower(kind, finish=None, out_dtype=None):
     return lower
 
 
+def _count(count, dtype):
+    """An element count as a ``dtype`` constant (a cast value when the count is symbolic)."""
+    if isinstance(count, E.Expr):  # shape-generic kernels: counted at run time
+        return E.cast(count, dtype)
+    return E.const(float(count) if E.is_float(dtype) else count, dtype)
+
+
 def _mean_finish(params, red, count):
-    return red / E.const(float(count), red.dtype) if E.is_float(red.dtype) else red / E.const(count, red.dtype)
+    return red / _count(count, red.dtype)
 
 
 def _norm_finish(params, red, count):
@@ -245,7 +252,7 @@ register(OpDef("_broadcast_reduce_like", kind="broadcast", inputs=("data", "like
 def _div_count_lower(params, ins, outs):
     g, like = ins
     count = numel([like.shape[a] for a in reduced_axes(params, like.ndim)])
-    return [compute(outs[0], lambda *i: g.load(i) / E.const(float(count) if E.is_float(g.dtype) else count, g.dtype))]
+    return [compute(outs[0], lambda *i: g.load(i) / _count(count, g.dtype))]
 
 
 def _same_as_first(params, ins, outs):
