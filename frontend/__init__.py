@@ -19,4 +19,5 @@ from . import ndarray as nd  # noqa: E402,F401
 from . import symbol  # noqa: E402
 from . import symbol as sym  # noqa: E402,F401
 from . import autograd, engine, executor  # noqa: E402,F401
+from . import random  # noqa: E402,F401  (mx.random)
 from . import test_utils  # noqa: E402,F401

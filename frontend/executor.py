@@ -12,10 +12,13 @@ import logging
 import numpy as np
 
 from .base import MXNetError
+from .compiler.graph import Graph
+from .compiler.passes.training import training_sensitive
 from .compiler.pipeline import compile_program
 from .compiler.report import CompileReport
 from .ndarray import NDArray, zeros
 from .runtime.program import LoadedProgram
+from . import engine as _engine, random
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +81,15 @@ class Executor:
         self._compile()
 
     def _compile(self):
-        names = self.arg_names + self.aux_names
-        arrays = self.arg_arrays + self.aux_arrays
-        shapes = {n: a.shape for n, a in zip(names, arrays)}
-        dtypes = {n: np.dtype(a.dtype).name for n, a in zip(names, arrays)}
-        spec, info = compile_program(self._symbol._outputs, shapes, dtypes, self._grad_req,
-                                     name="executor", remat=self._remat)
-        self._info = info
-        self._program = LoadedProgram(spec)
+        """Compile the program bind needs now; a graph with training-sensitive nodes (Dropout)
+        gets its other variant (training with gradients, or inference) on first use."""
+        self._sensitive = training_sensitive(Graph(self._symbol._outputs))
+        self._programs = {}  # is_train -> (LoadedProgram, info)
+        self._rng_key = np.zeros(2, dtype=np.int64)
+        self._last_train = None
+        wants_grads = any(r != "null" for r in self._grad_req.values())
+        self._program, self._info = self._variant(wants_grads)
+        info = self._info
         self.outputs = [NDArray(np.zeros(s, dtype=t), self._ctx)
                         for s, t in zip(info["out_shapes"], info["out_dtypes"])]
         self._head_grads = [np.ones(s, dtype=t) for s, t in zip(info["out_shapes"], info["out_dtypes"])]
@@ -93,8 +97,26 @@ class Executor:
                                for n in self._symbol._graph().nodes
                                if n.op is not None and n.op.training_gap(n.params)]
 
+    def _variant(self, is_train):
+        """(program, info) for training or inference; one program serves both when the graph has
+        no training-sensitive node. The inference variant of such a graph has no backward."""
+        is_train = bool(is_train) and self._sensitive
+        hit = self._programs.get(is_train)
+        if hit is None:
+            names = self.arg_names + self.aux_names
+            arrays = self.arg_arrays + self.aux_arrays
+            shapes = {n: a.shape for n, a in zip(names, arrays)}
+            dtypes = {n: np.dtype(a.dtype).name for n, a in zip(names, arrays)}
+            grad_req = self._grad_req if (is_train or not self._sensitive) else {}
+            spec, info = compile_program(self._symbol._outputs, shapes, dtypes, grad_req, name="executor",
+                                         remat=self._remat, is_train=is_train)
+            hit = self._programs[is_train] = (LoadedProgram(spec), info)
+        return hit
+
     def _bind_all(self):
         prog = self._program
+        if self._info.get("rng_key"):
+            prog.bind(self._info["rng_key"], self._rng_key)
         for n, a in zip(self.arg_names + self.aux_names, self.arg_arrays + self.aux_arrays):
             if prog.has_slot(n):
                 prog.bind(n, a._data)
@@ -127,12 +149,19 @@ class Executor:
         return dict(zip(self.output_names, self.outputs))
 
     # ---- running ----
+    def _sync(self):
+        """Executors run synchronously: wait until queued imperative work on every bound
+        array is done (readers too, since forward and backward write outputs and gradients)."""
+        arrays = self.arg_arrays + self.aux_arrays + self.outputs + [g for g in self.grad_arrays if g is not None]
+        _engine.get().wait(writes=[a._var for a in arrays])
+
     def forward(self, is_train=False, **kwargs):
+        self._sync()
         for k, v in kwargs.items():
             if k not in self.arg_names:
                 raise MXNetError("forward: unknown argument %r (arguments: %s)" % (k, self.arg_names))
             dst = self.arg_arrays[self.arg_names.index(k)]
-            src = v._data if isinstance(v, NDArray) else np.asarray(v)
+            src = v._read() if isinstance(v, NDArray) else np.asarray(v)
             if tuple(src.shape) != dst.shape:
                 raise MXNetError("forward: argument %r has shape %s, the executor was bound with %s"
                                  % (k, tuple(src.shape), dst.shape))
@@ -140,20 +169,30 @@ class Executor:
         if is_train and self._training_gaps:
             raise NotImplementedError("forward(is_train=True) is not supported yet for: "
                                       + "; ".join(self._training_gaps))
+        self._program, self._info = self._variant(is_train)
+        self._last_train = bool(is_train)
+        if self._info.get("rng_key"):
+            self._rng_key[...] = random.next_key()  # fresh numbers for every forward
         self._bind_all()
         self._program.run("forward")
         return self.outputs
 
     def backward(self, out_grads=None, is_train=True):
+        if self._sensitive:
+            if self._last_train is False:
+                raise MXNetError("backward: the last forward ran in inference mode (is_train=False), but this "
+                                 "graph has training-mode nodes (Dropout); call forward(is_train=True) first")
+            self._program, self._info = self._variant(True)
         if not self._info["grads"]:
             return
+        self._sync()
         if out_grads is not None:
             if isinstance(out_grads, NDArray):
                 out_grads = [out_grads]
             if len(out_grads) != len(self.outputs):
                 raise MXNetError("backward: %d head gradients given for %d outputs" % (len(out_grads), len(self.outputs)))
             for k, (g, want) in enumerate(zip(out_grads, self._head_grads)):
-                src = g._data if isinstance(g, NDArray) else np.asarray(g)
+                src = g._read() if isinstance(g, NDArray) else np.asarray(g)
                 if src.size != want.size:
                     raise MXNetError("backward: head gradient %d has shape %s, output has %s"
                                      % (k, tuple(src.shape), want.shape))

@@ -1,69 +1,154 @@
-"""Run one registry operator on arrays now: a cached single-node program per
-(operator, attributes, input shapes and dtypes)."""
+"""Prepare and run one registry operator on arrays: the imperative path.
+
+``prepare`` does everything that can fail or that depends on the caller's
+thread (attribute checks, shape and type inference, the training flag,
+compilation) and returns a ``Call`` whose ``run`` only binds arrays and
+calls native code, so the engine can run it later on a worker.
+
+Most operators get a shape-generic program (``compiler/generic.py``): one per
+operator, attributes, dtypes, rank and shape class, the sizes passed at run
+time. The others (GEMM, convolution, sorting, random sampling, composites, and
+calls in training mode) get one program per exact input shapes.
+"""
 from __future__ import annotations
 
 import threading
 
 import numpy as np
 
+from . import autograd
+from .compiler import generic
 from .compiler.graph import Entry, Node
 from .compiler.ops import registry
+from .compiler.passes.training import op_training_sensitive
 from .compiler.pipeline import compile_program
 from .runtime.program import LoadedProgram
 
-_cache = {}
+ATTR_MEMO_LIMIT = 8192
 _lock = threading.Lock()
+_attrs = {}  # (op name, raw attributes) -> _OpCall
+_static = {}  # (op, attributes, input specs, all_outputs, is_train) -> Call
+_generic = {}  # generic plan key -> (LoadedProgram, lock)
 
 
-def _program(op, attrs, in_specs, all_outputs=False):
-    key = (op.name, tuple(sorted(attrs.items())), in_specs, all_outputs)
-    with _lock:
-        hit = _cache.get(key)
+_names = {}
+
+
+def dtype_name(dtype):
+    """``dtype.name``, memoised: numpy builds that string on every access."""
+    name = _names.get(dtype)
+    if name is None:
+        name = _names[dtype] = np.dtype(dtype).name
+    return name
+
+
+class _OpCall:
+    """An operator with validated, formatted attributes (shared by calls with equal attributes)."""
+
+    __slots__ = ("op", "attrs", "params", "sensitive")
+
+    def __init__(self, op, attrs):
+        self.op = op
+        self.attrs = op.format_attrs(attrs, op.hint)
+        self.params = op.parse_attrs(self.attrs, op.hint)
+        self.sensitive = op_training_sensitive(op, self.params)
+
+
+def _op_call(opname, attrs):
+    try:
+        key = (opname, tuple(sorted(attrs.items())))
+        hit = _attrs.get(key)
+    except TypeError:  # an unhashable attribute value (a list): no memo
+        key, hit = None, None
+    if hit is None:
+        hit = _OpCall(registry.get(opname), attrs)
+        if key is not None:
+            if len(_attrs) >= ATTR_MEMO_LIMIT:  # scalars can take many values
+                _attrs.clear()
+            _attrs[key] = hit
+    return hit
+
+
+class Call:
+    """A compiled operator call: output shapes and dtypes, and ``run(inputs, outputs, rng_key)``."""
+
+    __slots__ = ("op", "attrs", "out_shapes", "out_dtypes", "run", "needs_key")
+
+    def __init__(self, op, attrs, out_shapes, out_dtypes, run, needs_key):
+        self.op = op
+        self.attrs = attrs
+        self.out_shapes = [tuple(s) for s in out_shapes]
+        self.out_dtypes = [np.dtype(t) for t in out_dtypes]
+        self.run = run
+        self.needs_key = needs_key
+
+
+def prepare(opname, attrs, in_shapes, in_dtypes, all_outputs=False):
+    """A ``Call`` for ``opname`` on inputs of these shapes and dtype names; raises on bad input.
+    ``all_outputs`` also computes hidden outputs (what autograd keeps for backward)."""
+    oc = _op_call(opname, attrs)
+    is_train = oc.sensitive and autograd.is_training()
+    if not is_train:
+        p = generic.plan(oc.op.name, oc.attrs, in_shapes, in_dtypes, all_outputs)
+        if p is not None:
+            return _generic_call(oc, p)
+    return _static_call(oc, tuple(zip(in_shapes, in_dtypes)), all_outputs, is_train)
+
+
+def _generic_call(oc, p):
+    hit = _generic.get(p.key)
+    if hit is None:
+        hit = (LoadedProgram(generic.build(p)), threading.Lock())
+        with _lock:
+            hit = _generic.setdefault(p.key, hit)
+    prog, lock = hit
+    dims = p.dims
+
+    def run(arrays, outs, rng_key=None):
+        with lock:  # one binding table per program
+            prog.call("forward", list(arrays) + list(outs) + [dims])
+    return Call(oc.op, oc.attrs, p.out_shapes, p.out_dtypes, run, False)
+
+
+def _static_call(oc, in_specs, all_outputs, is_train):
+    key = (oc.op.name, tuple(sorted(oc.attrs.items())), in_specs, all_outputs, is_train)
+    hit = _static.get(key)
     if hit is not None:
         return hit
+    op = oc.op
     names = ["in%d" % i for i in range(len(in_specs))]
     variables = [Node(None, n) for n in names]
-    node = Node(op, op.hint, attrs, [Entry(v) for v in variables])
+    node = Node(op, op.hint, oc.attrs, [Entry(v) for v in variables], params=oc.params)
     count = node.num_outputs if all_outputs else node.num_visible_outputs
-    heads = [Entry(node, i) for i in range(count)]
-    spec, info = compile_program(heads, dict(zip(names, [s for s, _ in in_specs])),
-                                 dict(zip(names, [t for _, t in in_specs])), name="imperative_" + op.name)
-    loaded = LoadedProgram(spec)
-    names = [n for n in names if loaded.has_slot(n)]  # an input only its shape matters to has no slot
-    prog = (loaded, names, info)
+    spec, info = compile_program([Entry(node, i) for i in range(count)],
+                                 {n: s for n, (s, _) in zip(names, in_specs)},
+                                 {n: t for n, (_, t) in zip(names, in_specs)},
+                                 name="imperative_" + op.name, is_train=is_train)
+    prog = LoadedProgram(spec)
+    inputs = [(k, n) for k, n in enumerate(names) if prog.has_slot(n)]  # shape-only inputs have no slot
+    outputs = info["outputs"]
+    key_slot = info.get("rng_key")
+    lock = threading.Lock()
+
+    def run(arrays, outs, rng_key=None):
+        with lock:  # one binding table per program
+            for k, n in inputs:
+                prog.bind(n, arrays[k])
+            for n, o in zip(outputs, outs):
+                prog.bind(n, o)
+            if key_slot:
+                prog.bind(key_slot, rng_key)
+            prog.run("forward")
+    call = Call(op, oc.attrs, info["out_shapes"], info["out_dtypes"], run, bool(key_slot))
     with _lock:
-        _cache[key] = prog
-    return prog
+        return _static.setdefault(key, call)
 
 
-def output_specs(opname, in_specs, attrs, all_outputs=False):
-    """(shapes, dtypes) of the outputs, compiling the program now so that bad input
-    raises in the caller's thread, before anything is queued."""
-    op = registry.get(opname)
-    _, _, info = _program(op, op.format_attrs(attrs, op.hint), tuple(in_specs), all_outputs)
-    return info["out_shapes"], info["out_dtypes"]
-
-
-def invoke_numpy(opname, arrays, attrs, outs=None, all_outputs=False):
-    """Apply ``opname`` to numpy arrays; returns numpy arrays (``outs`` written in place).
-    ``all_outputs`` also returns hidden outputs (what autograd keeps for backward)."""
-    op = registry.get(opname)
-    attrs = op.format_attrs(attrs, op.hint)
+def invoke_numpy(opname, arrays, attrs, all_outputs=False):
+    """Run ``opname`` on numpy arrays now, in this thread; returns new numpy arrays."""
+    from . import random
     arrays = [np.require(a, requirements="C") for a in arrays]  # keeps 0-d arrays 0-d
-    in_specs = tuple((tuple(a.shape), a.dtype.name) for a in arrays)
-    prog, names, info = _program(op, attrs, in_specs, all_outputs)
-    if outs is None:
-        outs = [np.empty(s, dtype=t) for s, t in zip(info["out_shapes"], info["out_dtypes"])]
-    elif any(np.may_share_memory(o, a) for o in outs for a in arrays):
-        # kernels assume outputs do not overlap inputs (x += y, transpose(x, out=x))
-        results = invoke_numpy(opname, arrays, attrs, None, all_outputs)
-        for o, r in zip(outs, results):
-            o[...] = r
-        return outs
-    with _lock:
-        for n, a in zip(names, arrays):
-            prog.bind(n, a)
-        for n, o in zip(info["outputs"], outs):
-            prog.bind(n, o)
-        prog.run("forward")
+    call = prepare(opname, attrs, [a.shape for a in arrays], [dtype_name(a.dtype) for a in arrays], all_outputs)
+    outs = [np.empty(s, dtype=t) for s, t in zip(call.out_shapes, call.out_dtypes)]
+    call.run(arrays, outs, random.next_key() if call.needs_key else None)
     return outs

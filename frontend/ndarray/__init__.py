@@ -6,6 +6,7 @@ from ..context import current_context
 from ..compiler.ops import registry as _registry
 from .ndarray import NDArray, invoke
 from .serialization import load, load_frombuffer, save  # noqa: F401
+from . import random  # noqa: F401,E402  (mx.nd.random)
 
 _DEFAULT_DTYPE = np.float32
 

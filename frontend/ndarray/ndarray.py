@@ -1,6 +1,6 @@
 """NDArray: a CPU buffer with MXNet's printing, copying, indexing and operators.
 
-Operators run through the compiler (``imperative.invoke_numpy``), never numpy
+Operators run through the compiler (``imperative.prepare``), never numpy
 arithmetic, so NDArray and Symbol results agree. They are queued on the
 dependency engine (``engine.py``): ``_var`` orders the operations on one
 storage (views share their base's), and Python reads of ``_data`` wait for its
@@ -14,9 +14,8 @@ import numpy as np
 from .. import autograd
 from .. import engine as _engine
 from ..base import MXNetError, numeric_types
-from ..compiler.ops import registry
 from ..context import Context, current_context
-from ..imperative import invoke_numpy, output_specs
+from ..imperative import dtype_name, prepare
 
 
 class NDArray:
@@ -368,8 +367,9 @@ def _context_of(opname, inputs, out):
 def invoke(opname, inputs, attrs, out=None, cross_context=False):
     """Queue a registry operator on NDArrays; returns a list of (visible) NDArrays.
 
-    Shapes, dtypes and attributes are checked and the kernel compiled here, in the
-    caller's thread; only running it is asynchronous.
+    Attributes, shapes and dtypes are checked, the kernel compiled, the training
+    flag and random key read here, in the caller's thread; only running it is
+    asynchronous.
     """
     for x in inputs:
         if not isinstance(x, NDArray):
@@ -377,35 +377,56 @@ def invoke(opname, inputs, attrs, out=None, cross_context=False):
     outs = None if out is None else list(out) if isinstance(out, (list, tuple)) else [out]
     ctx = _context_of(opname, inputs, None if cross_context else outs)
     recording = autograd.is_recording()
-    op = registry.get(opname)
-    specs = [(x.shape, x._data.dtype.name) for x in inputs]
-    shapes, dtypes = output_specs(opname, specs, attrs, all_outputs=recording)
-    n_visible = op.num_visible_outputs(op.parse_attrs(op.format_attrs(attrs, op.hint), op.hint)) \
-        if recording else len(shapes)
-    if outs is None:
-        outs = [NDArray(np.empty(s, dtype=t), ctx) for s, t in zip(shapes[:n_visible], dtypes[:n_visible])]
-    else:
-        if len(outs) != n_visible:
-            raise MXNetError("operator %s: out= has %d arrays for %d outputs" % (opname, len(outs), n_visible))
-        for k, (o, s, t) in enumerate(zip(outs, shapes, dtypes)):
-            if not isinstance(o, NDArray) or o.shape != tuple(s) or o._data.dtype != np.dtype(t):
-                raise MXNetError("operator %s: out[%d] must be an NDArray of shape %s and dtype %s, got %s"
-                                 % (opname, k, tuple(s), t, _describe(o)))
-        if recording and any(o._ag is not None for o in outs):
-            raise MXNetError("operator %s: assigning to NDArrays that are already in a computational graph "
-                             "while recording would corrupt their gradients; write outside autograd.record() "
-                             "or into a fresh array" % opname)
-    hidden = [NDArray(np.empty(s, dtype=t), ctx) for s, t in zip(shapes[n_visible:], dtypes[n_visible:])]
-    everything = outs + hidden
     in_data = [x._data for x in inputs]
+    call = prepare(opname, attrs, [a.shape for a in in_data], [dtype_name(a.dtype) for a in in_data], recording)
+    n_visible = call.op.num_visible_outputs(call.op.parse_attrs(call.attrs, call.op.hint)) \
+        if recording else len(call.out_shapes)
+    overlap = False
+    if outs is None:
+        outs = [NDArray(np.empty(s, dtype=t), ctx) for s, t in zip(call.out_shapes[:n_visible], call.out_dtypes)]
+    else:
+        _check_out(opname, outs, call, n_visible, recording)
+        # kernels assume outputs do not overlap inputs (x += y, transpose(x, out=x))
+        overlap = any(np.may_share_memory(o._data, a) for o in outs for a in in_data)
+    hidden = [NDArray(np.empty(s, dtype=t), ctx)
+              for s, t in zip(call.out_shapes[n_visible:], call.out_dtypes[n_visible:])]
+    everything = outs + hidden
     out_data = [o._data for o in everything]
+    rng_key = _next_key() if call.needs_key else None
+    run = call.run
+    if overlap:
+        def job():
+            tmp = [np.empty_like(o) for o in out_data]
+            run(in_data, tmp, rng_key)
+            for o, t in zip(out_data, tmp):
+                o[...] = t
+    else:
+        def job():
+            run(in_data, out_data, rng_key)
     eng = _engine.get()
-    inline = sum(o._data.size for o in everything) <= eng.inline_elements
-    eng.push(lambda: invoke_numpy(opname, in_data, attrs, out_data, recording),
-             [x._var for x in inputs], [o._var for o in everything], name=opname, inline=inline)
+    eng.push(job, [x._var for x in inputs], [o._var for o in everything], name=opname,
+             inline=sum(o.size for o in out_data) <= eng.inline_elements)
     if recording:
-        autograd.record_op(op, op.format_attrs(attrs, op.hint), inputs, everything)
+        autograd.record_op(call.op, call.attrs, inputs, everything)
     return outs
+
+
+def _next_key():
+    from .. import random  # kiln.random imports the NDArray sampling functions
+    return random.next_key()
+
+
+def _check_out(opname, outs, call, n_visible, recording):
+    if len(outs) != n_visible:
+        raise MXNetError("operator %s: out= has %d arrays for %d outputs" % (opname, len(outs), n_visible))
+    for k, (o, s, t) in enumerate(zip(outs, call.out_shapes, call.out_dtypes)):
+        if not isinstance(o, NDArray) or o.shape != s or o._data.dtype != t:
+            raise MXNetError("operator %s: out[%d] must be an NDArray of shape %s and dtype %s, got %s"
+                             % (opname, k, s, t.name, _describe(o)))
+    if recording and any(o._ag is not None for o in outs):
+        raise MXNetError("operator %s: assigning to NDArrays that are already in a computational graph "
+                         "while recording would corrupt their gradients; write outside autograd.record() "
+                         "or into a fresh array" % opname)
 
 
 def _describe(x):

@@ -2,6 +2,7 @@
 from ..base import numeric_types
 from ..compiler.ops import registry as _registry
 from .symbol import Group, Symbol, Variable, _create, fromjson, load, load_json, var  # noqa: F401
+from . import random  # noqa: F401  (mx.sym.random)
 
 
 def _make_op(fname):

@@ -160,3 +160,15 @@ def test_bad_out_is_refused_before_running():
     x = mx.nd.ones((2, 3))
     with pytest.raises(MXNetError, match="out"):
         mx.nd.exp(x, out=mx.nd.zeros((3, 2)))
+
+
+def test_executor_waits_for_queued_writes_to_its_arrays(any_engine):
+    x = mx.sym.Variable("x")
+    ex = (x * 2).simple_bind(mx.cpu(), x=(4,))
+    ex.arg_dict["x"][:] = 1
+    mx.nd.elemwise_add(ex.arg_dict["x"], mx.nd.ones((4,)), out=ex.arg_dict["x"])  # queued write
+    out = ex.forward()[0]
+    np.testing.assert_array_equal(out.asnumpy(), [4, 4, 4, 4])
+    y = out * 10  # queued read of the output; the next forward must not overwrite it first
+    ex.forward(x=mx.nd.zeros((4,)))
+    np.testing.assert_array_equal(y.asnumpy(), [40, 40, 40, 40])

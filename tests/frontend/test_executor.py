@@ -162,11 +162,11 @@ def test_mlp_training_step_matches_numpy():
     np.testing.assert_array_equal(ex.grad_dict["softmax_label"].asnumpy(), np.zeros(5))
 
 
-def test_dropout_is_identity_for_inference_and_training_mode_is_reported():
+def test_dropout_is_identity_for_inference_and_samples_in_training():
     x = mx.sym.Variable("x")
     d = mx.sym.Dropout(x, p=0.5)
     ex = d.simple_bind(mx.cpu(), x=(2, 3), grad_req="null")
     ex.arg_dict["x"][:] = 1.5
     np.testing.assert_array_equal(ex.forward(is_train=False)[0].asnumpy(), np.full((2, 3), 1.5))
-    with pytest.raises(NotImplementedError, match="Dropout"):
-        ex.forward(is_train=True)
+    out = ex.forward(is_train=True)[0].asnumpy()  # tests/frontend/test_random.py checks the statistics
+    assert set(np.unique(out)) <= {0.0, 3.0}
