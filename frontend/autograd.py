@@ -14,7 +14,9 @@ import threading
 
 from .base import MXNetError
 from .compiler.builder import Builder
-from .compiler.graph import Entry, Node
+from .compiler.graph import Entry, Graph, Node
+from .compiler.passes.expand import expand_composites
+from .compiler.passes.gradient import gradient
 
 _state = threading.local()
 _END = object()
@@ -287,17 +289,36 @@ def _node_gradient(node, ogs, invoke):
     in_vars = [Node(None, "in%d" % k) for k in range(len(node.inputs))]
     fwd = Node(node.op, node.op.hint, node.attrs, [Entry(v) for v in in_vars])
     og_vars = [Node(None, "og%d" % k) for k in range(len(ogs))]
-    if node.op.gradient is None:
+    values = {(v.uid, 0): x for v, x in zip(in_vars, node.inputs)}
+    values.update({(v.uid, 0): g for v, g in zip(og_vars, ogs)})
+    og_entries = [Entry(v) for v in og_vars]
+    if node.op.gradient is not None:
+        entries = node.op.gradient(Builder(node.op.hint + "_backward"), fwd, og_entries)
+        outputs = [Entry(fwd, i) for i in range(len(node.outputs))]
+    elif node.op.kind == "composite":
+        entries, outputs = _composite_gradient(node, fwd, og_entries, values)
+    else:
         raise MXNetError("operator %s has no gradient" % node.op.name)
-    entries = node.op.gradient(Builder(node.op.hint + "_backward"), fwd, [Entry(v) for v in og_vars])
-    values = {}
-    for v, x in zip(in_vars, node.inputs):
-        values[(v.uid, 0)] = x
-    for v, g in zip(og_vars, ogs):
-        values[(v.uid, 0)] = g
-    for i, out in enumerate(node.outputs):
-        values[(fwd.uid, i)] = out
+    for e, out in zip(outputs, node.outputs):
+        values.setdefault(e.key(), out)  # saved outputs: never recomputed
     return [None if e is None else _evaluate(e, values, invoke) for e in entries]
+
+
+def _composite_gradient(node, fwd, og_entries, values):
+    """A composite operator without its own gradient rule (Activation, BatchNorm...) is
+    differentiated through its expansion; inner values are recomputed from the inputs."""
+    graph = expand_composites(Graph([Entry(fwd, i) for i in range(len(node.outputs))]), keep_differentiable=True)
+    sampled = [n.op.name for n in graph.nodes if n.op is not None and n.op.random]
+    if sampled:
+        raise MXNetError("operator %s is not differentiable: it samples random numbers (%s) inside"
+                         % (node.op.name, ", ".join(sampled)))
+    by_name = {n.name: n for n in graph.variables()}
+    wrt = [by_name.get("in%d" % k) for k in range(len(node.inputs))]
+    present = [v for v in wrt if v is not None]
+    for v in present:
+        values[(v.uid, 0)] = node.inputs[int(v.name[2:])]
+    grads = iter(gradient(graph, present, og_entries))
+    return [next(grads) if v is not None else None for v in wrt], graph.outputs
 
 
 def _evaluate(entry, values, invoke):
