@@ -5,6 +5,12 @@ Generated code splits a kernel's outermost loop by calling
 with no Python between kernels. libgomp is loaded into the process once so
 that the JIT resolves those symbols; when it cannot be loaded, codegen emits
 serial code instead.
+
+libgomp's idle threads spin by default. kiln calls kernels from several
+Python threads (the caller, engine workers), each with its own libgomp team,
+and shares machines with data loaders: spinning teams then starve each other
+and a 20 us parallel loop can take milliseconds. Unless the user set
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, idle threads sleep (passive).
 """
 from __future__ import annotations
 
@@ -40,6 +46,8 @@ def load_runtime():
 
 def _load():
     import llvmlite.binding as llvm
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "passive"  # read by libgomp when it loads
     path = ctypes.util.find_library("gomp")
     if path is None:
         log.debug("libgomp not found: kernels run serially")

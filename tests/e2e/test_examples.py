@@ -16,3 +16,9 @@ def test_mlp_symbolic_loss_falls():
     losses = _load("mlp_symbolic").train(epochs=3, n=512)
     assert len(losses) == 3
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_autograd_regression_loss_falls():
+    losses = _load("autograd_regression").train(steps=60, n=64)
+    assert len(losses) == 60
+    assert losses[-1] < 0.5 * losses[0]
