@@ -24,6 +24,9 @@ class NDArray:
     def __init__(self, data, ctx=None, var=None):
         self._data = data
         self._ctx = ctx or current_context()
+        if self._ctx.device_type == "gpu":
+            raise MXNetError("cannot place an array on %s: this kiln build has no GPU backend "
+                             "(mx.context.num_gpus() == 0); use mx.cpu()" % (self._ctx,))
         self._var = var if var is not None else _engine.Var()
         self._ag = None
 
@@ -404,7 +407,8 @@ def invoke(opname, inputs, attrs, out=None, cross_context=False):
         def job():
             run(in_data, out_data, rng_key)
     eng = _engine.get()
-    eng.push(job, [x._var for x in inputs], [o._var for o in everything], name=opname,
+    writes = [o._var for o in everything] + [inputs[k]._var for k in call.writes]  # + inputs updated in place
+    eng.push(job, [x._var for x in inputs], writes, name=opname,
              inline=sum(o.size for o in out_data) <= eng.inline_elements)
     if recording:
         autograd.record_op(call.op, call.attrs, inputs, everything)
