@@ -508,42 +508,10 @@ class _FunctionEmitter:
             self.split_over_threads_dynamic(self.size(extent), chunk)
             return
         pieces = min(extent, self.num_threads * CHUNKS_PER_THREAD)
-        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), self.module.get_unique_name(self.fn.name + ".par"))
-        fn.linkage = "internal"
-        sub = _FunctionEmitter(self.module, fn, [], self.num_threads, self.fastmath)
-        b = sub.b
-        slots = [b.load(b.gep(fn.args[0], [sub.i64(j)], inbounds=True, source_etype=PTR), typ=PTR)
-                 for j in range(len(keys) + 1)]
-        for key, ptr in zip(keys, slots):
-            if key in self.aligned:
-                mark_aligned(self.module, ptr)
-        sub.ptrs = dict(zip(keys, slots))
-        if self.dims_buf is not None:
-            sub.bind_dims(self.dims_buf)
-        claim_bb, work_bb, done_bb = (fn.append_basic_block(n) for n in ("claim", "piece", "done"))
-        b.branch(claim_bb)
-        b.position_at_end(claim_bb)
-        piece = b.atomic_rmw("add", slots[-1], sub.i64(1), "monotonic")
-        b.cbranch(b.icmp_signed("<", piece, sub.i64(pieces)), work_bb, done_bb)
-        b.position_at_end(work_bb)
-        n = sub.i64(extent)
-        begin = b.sdiv(b.mul(n, piece, flags=("nsw",)), sub.i64(pieces))
-        end = b.sdiv(b.mul(n, b.add(piece, sub.i64(1), flags=("nsw",)), flags=("nsw",)), sub.i64(pieces))
-        sub.scopes.append({})  # values of one piece do not dominate the next claim
-        chunk(sub, begin, end)
-        sub.scopes.pop()
-        b.branch(claim_bb)
-        b.position_at_end(done_bb)
-        b.ret_void()
-
-        data = self.alloca_builder.alloca(PTR, size=len(keys) + 1)
+        fn = self._outlined_worker(keys, lambda sub, shared: (sub.i64(extent), sub.i64(pieces)), chunk)
         counter = self.alloca(I64)
         self.b.store(self.i64(0), counter)
-        for j, value in enumerate([self.ptrs[k] for k in keys] + [counter]):
-            self.b.store(value, self.b.gep(data, [self.i64(j)], inbounds=True, source_etype=PTR))
-        gomp = self.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
-        threads = ir.Constant(I32, min(self.num_threads, pieces))
-        self.b.call(gomp, [fn, data, threads, ir.Constant(I32, 0)])
+        self._launch_team(fn, keys, counter, ir.Constant(I32, min(self.num_threads, pieces)))
 
     def split_over_threads_dynamic(self, extent, chunk):
         """``split_over_threads`` for an extent known only at run time (an i64 value).
@@ -552,6 +520,26 @@ class _FunctionEmitter:
         counter array (``[counter, extent, pieces]``) instead of constants.
         """
         keys = list(self.ptrs)
+
+        def bounds(sub, shared):
+            b = sub.b
+            return tuple(b.load(b.gep(shared, [sub.i64(j)], inbounds=True, source_etype=I64), typ=I64)
+                         for j in (1, 2))
+        fn = self._outlined_worker(keys, bounds, chunk)
+        mb = self.b
+        most = self.i64(self.num_threads * CHUNKS_PER_THREAD)
+        count = mb.select(mb.icmp_signed("<", extent, most), extent, most)
+        count = mb.select(mb.icmp_signed("<", count, self.i64(1)), self.i64(1), count)
+        shared_mem = self.alloca_builder.alloca(I64, size=3)
+        for j, value in enumerate((self.i64(0), extent, count)):
+            mb.store(value, mb.gep(shared_mem, [self.i64(j)], inbounds=True, source_etype=I64))
+        nthreads = self.i64(self.num_threads)
+        self._launch_team(fn, keys, shared_mem,
+                          mb.trunc(mb.select(mb.icmp_signed("<", count, nthreads), count, nthreads), I32))
+
+    def _outlined_worker(self, keys, bounds, chunk):
+        """The function every libgomp thread runs: claim pieces of [0, n) from the shared
+        counter until none is left. ``bounds(sub, shared)`` gives (n, pieces) inside it."""
         fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR]), self.module.get_unique_name(self.fn.name + ".par"))
         fn.linkage = "internal"
         sub = _FunctionEmitter(self.module, fn, [], self.num_threads, self.fastmath)
@@ -565,9 +553,8 @@ class _FunctionEmitter:
         if self.dims_buf is not None:
             sub.bind_dims(self.dims_buf)
         shared = slots[-1]
-        n = b.load(b.gep(shared, [sub.i64(1)], inbounds=True, source_etype=I64), typ=I64)
-        pieces = b.load(b.gep(shared, [sub.i64(2)], inbounds=True, source_etype=I64), typ=I64)
-        claim_bb, work_bb, done_bb = (fn.append_basic_block(n_) for n_ in ("claim", "piece", "done"))
+        n, pieces = bounds(sub, shared)
+        claim_bb, work_bb, done_bb = (fn.append_basic_block(name) for name in ("claim", "piece", "done"))
         b.branch(claim_bb)
         b.position_at_end(claim_bb)
         piece = b.atomic_rmw("add", shared, sub.i64(1), "monotonic")
@@ -575,27 +562,21 @@ class _FunctionEmitter:
         b.position_at_end(work_bb)
         begin = b.sdiv(b.mul(n, piece, flags=("nsw",)), pieces)
         end = b.sdiv(b.mul(n, b.add(piece, sub.i64(1), flags=("nsw",)), flags=("nsw",)), pieces)
-        sub.scopes.append({})
+        sub.scopes.append({})  # values of one piece do not dominate the next claim
         chunk(sub, begin, end)
         sub.scopes.pop()
         b.branch(claim_bb)
         b.position_at_end(done_bb)
         b.ret_void()
+        return fn
 
-        mb = self.b
-        most = self.i64(self.num_threads * CHUNKS_PER_THREAD)
-        count = mb.select(mb.icmp_signed("<", extent, most), extent, most)
-        count = mb.select(mb.icmp_signed("<", count, self.i64(1)), self.i64(1), count)
+    def _launch_team(self, fn, keys, shared, threads):
+        """``GOMP_parallel(fn, [buffer pointers..., shared], threads)`` from this function."""
         data = self.alloca_builder.alloca(PTR, size=len(keys) + 1)
-        shared_mem = self.alloca_builder.alloca(I64, size=3)
-        for j, value in enumerate((self.i64(0), extent, count)):
-            mb.store(value, mb.gep(shared_mem, [self.i64(j)], inbounds=True, source_etype=I64))
-        for j, value in enumerate([self.ptrs[k] for k in keys] + [shared_mem]):
-            mb.store(value, mb.gep(data, [self.i64(j)], inbounds=True, source_etype=PTR))
-        nthreads = self.i64(self.num_threads)
-        threads = mb.trunc(mb.select(mb.icmp_signed("<", count, nthreads), count, nthreads), I32)
+        for j, value in enumerate([self.ptrs[k] for k in keys] + [shared]):
+            self.b.store(value, self.b.gep(data, [self.i64(j)], inbounds=True, source_etype=PTR))
         gomp = self.declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
-        mb.call(gomp, [fn, data, threads, ir.Constant(I32, 0)])
+        self.b.call(gomp, [fn, data, threads, ir.Constant(I32, 0)])
 
 
 def work_per_element(e):

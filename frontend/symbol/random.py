@@ -8,26 +8,11 @@ to ``list_arguments()`` (the generator key is a hidden input of the compiled pro
 from __future__ import annotations
 
 from ..base import numeric_types
+from ..ndarray.random import _SCALAR_NAMES, _attrs  # the attribute rules are the same for both
 from .symbol import Symbol, _create
 
 __all__ = ["uniform", "normal", "randn", "exponential", "gamma", "poisson", "negative_binomial",
            "generalized_negative_binomial", "multinomial", "shuffle", "randint"]
-
-_SCALAR_NAMES = {
-    "_random_uniform": ("low", "high"), "_random_normal": ("loc", "scale"), "_random_gamma": ("alpha", "beta"),
-    "_random_exponential": ("lam",), "_random_poisson": ("lam",), "_random_negative_binomial": ("k", "p"),
-    "_random_generalized_negative_binomial": ("mu", "alpha"), "_random_randint": ("low", "high"),
-}
-
-
-def _attrs(shape, dtype, kwargs):
-    attrs = dict(kwargs)
-    if shape is not None:
-        attrs["shape"] = (shape,) if isinstance(shape, int) else tuple(shape)
-    if dtype is not None:
-        attrs["dtype"] = dtype
-    return attrs
-
 
 def _random_helper(random, sampler, params, shape, dtype, kwargs):
     name = kwargs.pop("name", None)
