@@ -35,6 +35,7 @@ HEAD_GRAD = "__head_grad%d"
 OUTPUT = "__output%d"
 GRAD = "__grad:%s"
 GRAD_IN = "__grad_in:%s"
+AUX_UPDATE = "__aux_update:%s"
 REMAT_MODES = {False: None, True: "checkpoint", "cheap": "cheap", "checkpoint": "checkpoint"}
 
 
@@ -87,7 +88,11 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     graphs without such nodes. Returns (ProgramSpec, info) where info names the slots of
     outputs, gradients and head gradients, and ``info["rng_key"]`` the hidden int64 input
     of shape (2,) holding [seed, counter] that random nodes read (None without random
-    nodes). A graph compiled before with the same inputs and options comes from
+    nodes), and ``info["aux_updates"]`` maps auxiliary variables that a training program
+    updates (BatchNorm's moving statistics) to the forward output slot holding their new
+    value: the caller copies it back after ``forward`` (a separate slot, so no kernel ever
+    reads an auxiliary input that another kernel of the same run has overwritten). A graph
+    compiled before with the same inputs and options comes from
     ``program_cache``.
     """
     if remat not in REMAT_MODES:
@@ -114,17 +119,21 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     var_types = _named(graph, dtypes)
     # not a disableable optimisation: without it inference programs would sample
     t0, before = time.perf_counter(), len(graph.nodes)
-    graph = specialise_training(graph, is_train)
+    graph, aux_updates = specialise_training(graph, is_train)
+    graph = Graph(list(graph.outputs) + list(aux_updates.values()))
     pm.report.passes.append({"name": "training_mode", "nodes_before": before, "nodes_after": len(graph.nodes),
                              "seconds": time.perf_counter() - t0})
     info = {"outputs": [OUTPUT % i for i in range(len(heads))], "grads": {}, "head_grads": [],
             "grad_in": {}, "out_shapes": [shapes[h.key()] for h in heads],
-            "out_dtypes": [dtypes[h.key()] for h in heads], "rng_key": None}
+            "out_dtypes": [dtypes[h.key()] for h in heads], "rng_key": None,
+            "aux_updates": {n: AUX_UPDATE % n for n in aux_updates}}
     wrt = [v for v in graph.arguments() if grad_req.get(v.name, "null") != "null"]
     bwd = []
     if wrt:
         graph = pm.run("expand_composites_differentiable", expand_composites, graph, keep_differentiable=True)
-        wrt = [graph.find_variable(v.name) for v in wrt]
+        present = {n.name: n for n in graph.variables()}
+        # a variable an expansion no longer reads (BatchNorm's gamma under fix_gamma) gets zeros
+        wrt = [present.get(v.name, v) for v in wrt]
         head_vars = []
         for i in range(len(heads)):
             v = Node(None, HEAD_GRAD % i)
@@ -132,7 +141,7 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
             head_vars.append(v)
         t0 = time.perf_counter()
         before = len(graph.nodes)
-        bwd = gradient(graph, wrt, [Entry(v) for v in head_vars])
+        bwd = gradient(graph, wrt, [Entry(v) for v in head_vars])  # aux updates get no head gradient
         for k, (v, g) in enumerate(zip(wrt, bwd)):
             if grad_req[v.name] == "add":
                 prev = Node(None, GRAD_IN % v.name)
@@ -144,7 +153,7 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
         graph = Graph(list(graph.outputs) + bwd)
         pm.report.passes.append({"name": "gradient", "nodes_before": before, "nodes_after": len(graph.nodes),
                                  "seconds": time.perf_counter() - t0})
-    n_fwd = len(heads)
+    n_fwd = len(heads) + len(aux_updates)
     graph = pm.run("expand_composites", expand_composites, graph)
     for pass_name, pass_fn in SIMPLIFY_PASSES:
         graph = pm.run(pass_name, pass_fn, graph)
@@ -164,7 +173,8 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
         shapes = _infer_into(graph, var_shapes, infer_shapes, "shape")
         dtypes = _infer_into(graph, var_types, infer_types, "dtype")
 
-    external = {e.key(): OUTPUT % i for i, e in enumerate(fwd)}
+    fwd_slots = info["outputs"] + list(info["aux_updates"].values())
+    external = {e.key(): slot for slot, e in zip(fwd_slots, fwd)}
     for slot, e in zip(info["grads"].values(), bwd):
         external[e.key()] = slot
     fwd_nodes = _phase_nodes(fwd)

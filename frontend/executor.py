@@ -81,11 +81,12 @@ class Executor:
         self._compile()
 
     def _compile(self):
-        """Compile the program bind needs now; a graph with training-sensitive nodes (Dropout)
-        gets its other variant (training with gradients, or inference) on first use."""
+        """Compile the program bind needs now; a graph with training-sensitive nodes (Dropout,
+        BatchNorm) gets its other variant (training with gradients, or inference) on first use."""
         self._sensitive = training_sensitive(Graph(self._symbol._outputs))
         self._programs = {}  # is_train -> (LoadedProgram, info)
         self._rng_key = np.zeros(2, dtype=np.int64)
+        self._aux_new = {}  # aux name -> buffer the training program writes its new value into
         self._last_train = None
         wants_grads = any(r != "null" for r in self._grad_req.values())
         self._program, self._info = self._variant(wants_grads)
@@ -93,9 +94,6 @@ class Executor:
         self.outputs = [NDArray(np.zeros(s, dtype=t), self._ctx)
                         for s, t in zip(info["out_shapes"], info["out_dtypes"])]
         self._head_grads = [np.ones(s, dtype=t) for s, t in zip(info["out_shapes"], info["out_dtypes"])]
-        self._training_gaps = ["%s (node %r): %s" % (n.op.name, n.name, n.op.training_gap(n.params))
-                               for n in self._symbol._graph().nodes
-                               if n.op is not None and n.op.training_gap(n.params)]
 
     def _variant(self, is_train):
         """(program, info) for training or inference; one program serves both when the graph has
@@ -113,8 +111,18 @@ class Executor:
             hit = self._programs[is_train] = (LoadedProgram(spec), info)
         return hit
 
+    def _aux_buffer(self, name):
+        """Where the training program writes ``name``'s new value (copied back after forward)."""
+        buf = self._aux_new.get(name)
+        if buf is None:
+            a = self.aux_arrays[self.aux_names.index(name)]._data
+            buf = self._aux_new[name] = np.empty_like(a)
+        return buf
+
     def _bind_all(self):
         prog = self._program
+        for name, slot in self._info.get("aux_updates", {}).items():
+            prog.bind(slot, self._aux_buffer(name))
         if self._info.get("rng_key"):
             prog.bind(self._info["rng_key"], self._rng_key)
         for n, a in zip(self.arg_names + self.aux_names, self.arg_arrays + self.aux_arrays):
@@ -166,22 +174,21 @@ class Executor:
                 raise MXNetError("forward: argument %r has shape %s, the executor was bound with %s"
                                  % (k, tuple(src.shape), dst.shape))
             dst._data[...] = src
-        if is_train and self._training_gaps:
-            raise NotImplementedError("forward(is_train=True) is not supported yet for: "
-                                      + "; ".join(self._training_gaps))
         self._program, self._info = self._variant(is_train)
         self._last_train = bool(is_train)
         if self._info.get("rng_key"):
             self._rng_key[...] = random.next_key()  # fresh numbers for every forward
         self._bind_all()
         self._program.run("forward")
+        for name in self._info.get("aux_updates", {}):  # moving statistics, updated in place
+            self.aux_arrays[self.aux_names.index(name)]._data[...] = self._aux_new[name]
         return self.outputs
 
     def backward(self, out_grads=None, is_train=True):
         if self._sensitive:
             if self._last_train is False:
                 raise MXNetError("backward: the last forward ran in inference mode (is_train=False), but this "
-                                 "graph has training-mode nodes (Dropout); call forward(is_train=True) first")
+                                 "graph has training-mode nodes (Dropout, BatchNorm); call forward(is_train=True) first")
             self._program, self._info = self._variant(True)
         if not self._info["grads"]:
             return

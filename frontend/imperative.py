@@ -20,7 +20,7 @@ from . import autograd
 from .compiler import generic
 from .compiler.graph import Entry, Node
 from .compiler.ops import registry
-from .compiler.passes.training import op_training_sensitive
+from .compiler.passes.training import op_training_sensitive, training_op
 from .compiler.pipeline import compile_program
 from .runtime.program import LoadedProgram
 
@@ -70,17 +70,23 @@ def _op_call(opname, attrs):
 
 
 class Call:
-    """A compiled operator call: output shapes and dtypes, and ``run(inputs, outputs, rng_key)``."""
+    """A compiled operator call: output shapes and dtypes, and ``run(inputs, outputs, rng_key)``.
 
-    __slots__ = ("op", "attrs", "out_shapes", "out_dtypes", "run", "needs_key")
+    ``op`` is the operator applied (a training call of BatchNorm applies ``_batch_norm_train``,
+    which is what autograd must record); ``writes`` lists the inputs ``run`` also updates in
+    place (BatchNorm's moving statistics in training), which the engine must treat as written.
+    """
 
-    def __init__(self, op, attrs, out_shapes, out_dtypes, run, needs_key):
+    __slots__ = ("op", "attrs", "out_shapes", "out_dtypes", "run", "needs_key", "writes")
+
+    def __init__(self, op, attrs, out_shapes, out_dtypes, run, needs_key, writes=()):
         self.op = op
         self.attrs = attrs
         self.out_shapes = [tuple(s) for s in out_shapes]
         self.out_dtypes = [np.dtype(t) for t in out_dtypes]
         self.run = run
         self.needs_key = needs_key
+        self.writes = tuple(writes)
 
 
 def prepare(opname, attrs, in_shapes, in_dtypes, all_outputs=False):
@@ -128,6 +134,10 @@ def _static_call(oc, in_specs, all_outputs, is_train):
     inputs = [(k, n) for k, n in enumerate(names) if prog.has_slot(n)]  # shape-only inputs have no slot
     outputs = info["outputs"]
     key_slot = info.get("rng_key")
+    # new values of updated inputs land in buffers of their own, copied into the input after
+    # the run (kernels may read the old value after another kernel produced the new one)
+    updates = [(int(n[2:]), slot, np.empty(*in_specs[int(n[2:])]))
+               for n, slot in info.get("aux_updates", {}).items()]
     lock = threading.Lock()
 
     def run(arrays, outs, rng_key=None):
@@ -136,10 +146,16 @@ def _static_call(oc, in_specs, all_outputs, is_train):
                 prog.bind(n, arrays[k])
             for n, o in zip(outputs, outs):
                 prog.bind(n, o)
+            for _, slot, buf in updates:
+                prog.bind(slot, buf)
             if key_slot:
                 prog.bind(key_slot, rng_key)
             prog.run("forward")
-    call = Call(op, oc.attrs, info["out_shapes"], info["out_dtypes"], run, bool(key_slot))
+            for k, _, buf in updates:
+                arrays[k][...] = buf
+    applied = training_op(op, oc.params) if is_train else op
+    call = Call(applied, oc.attrs, info["out_shapes"], info["out_dtypes"], run, bool(key_slot),
+                [k for k, _, _ in updates])
     with _lock:
         return _static.setdefault(key, call)
 

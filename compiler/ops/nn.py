@@ -9,7 +9,7 @@ from .. import expr as E
 from ..kernel import compute, numel
 from . import params as P
 from . import random as R
-from .registry import OpDef, register
+from .registry import TRAINING_VARIANTS, OpDef, register
 from .shapes import InferError, known, norm_axis, unify
 
 # ---- Activation: a composite over the unary operators ----
@@ -405,4 +405,4 @@ register(OpDef("Dropout", kind="elementwise", schema=DROPOUT_SCHEMA, random=True
                doc="Zeroes elements with probability p and scales the rest by 1/(1-p) in training "
                    "(autograd training mode, forward(is_train=True) or mode='always'); identity otherwise. "
                    "The hidden second output is the mask the gradient multiplies by."))
-R.TRAINING_VARIANTS["Dropout"] = (_dropout_sensitive, _dropout_variant)
+TRAINING_VARIANTS["Dropout"] = (_dropout_sensitive, _dropout_variant)

@@ -1,9 +1,15 @@
-"""BatchNorm with its auxiliary moving statistics.
+"""BatchNorm with its auxiliary moving statistics, as MXNet 1.x's CPU operator.
 
-Inference (and ``use_global_stats``) normalises with the moving statistics,
-as a composite of broadcast operators. Training with batch statistics and
-the moving-average update of the auxiliary states is not implemented yet;
-executors refuse ``is_train=True`` for such nodes with a clear message.
+Inference (and ``use_global_stats``) normalises with the moving statistics.
+Training (a program compiled with ``is_train=True``, ``passes/training.py``)
+replaces the node by ``_batch_norm_train``: a composite normalising with the
+batch mean and biased batch variance over every axis but ``axis``, whose two
+hidden extra outputs are the updated moving statistics
+(``moving * momentum + batch * (1 - momentum)``) that the program writes back
+into the auxiliary arrays. Both forms are composites, so gradients (through
+the batch statistics in training) come from their parts. As in MXNet, the
+second and third outputs are the mean and the inverse standard deviation
+``1/sqrt(var + eps)``, and they pass no gradient back.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import numpy as np
 
 from ..kernel import compute
 from . import params as P
-from .registry import OpDef, register
+from .registry import TRAINING_VARIANTS, OpDef, register
 from .shapes import InferError, known, norm_axis, unify
 
 BN_SCHEMA = {"eps": P.Float(1e-3), "momentum": P.Float(0.9), "fix_gamma": P.Bool(True),
@@ -40,33 +46,99 @@ def _bn_expand(b, inputs, params):
 
     def along(v):
         return b.op("_broadcast_axis_like", v, x, axis=axis)
-    scale = b.op("rsqrt", b.scalar("_plus_scalar", var, params["eps"]))
-    if not params["fix_gamma"]:
-        scale = b.mul(scale, gamma)
-    y = b.op("elemwise_add", b.mul(b.op("elemwise_sub", x, along(mean)), along(scale)), along(beta))
-    return [y, b.op("identity", mean), b.op("identity", var)]
+    invstd = b.op("rsqrt", b.scalar("_plus_scalar", var, params["eps"]))
+    y = _normalise(b, x, b.op("elemwise_sub", x, along(mean)), invstd, gamma, beta, params)
+    return [y, b.op("identity", mean), b.op("BlockGrad", invstd)]
 
 
-def _bn_gap(params):
-    if params["use_global_stats"]:
+def _normalise(b, x, centred, invstd, gamma, beta, params):
+    """(x - mean) * invstd * gamma + beta, gamma = 1 under fix_gamma (as MXNet)."""
+    scale = invstd if params["fix_gamma"] else b.mul(invstd, gamma)
+    along = lambda v: b.op("_broadcast_axis_like", v, x, axis=params["axis"])  # noqa: E731
+    return b.op("elemwise_add", b.mul(centred, along(scale)), along(beta))
+
+
+def _bn_train_expand(b, inputs, params):
+    """Batch statistics (biased variance, two passes as MXNet) and the moving-average update."""
+    x, gamma, beta, moving_mean, moving_var = inputs
+    axis = params["axis"]
+    mean = b.op("mean", x, axis=(axis,), exclude=True)
+    centred = b.op("elemwise_sub", x, b.op("_broadcast_axis_like", mean, x, axis=axis))
+    var = b.op("mean", b.op("square", centred), axis=(axis,), exclude=True)
+    invstd = b.op("rsqrt", b.scalar("_plus_scalar", var, params["eps"]))
+    y = _normalise(b, x, centred, invstd, gamma, beta, params)
+    m = params["momentum"]
+
+    def update(moving, batch):
+        return b.add(b.scalar("_mul_scalar", moving, m), b.scalar("_mul_scalar", b.op("BlockGrad", batch), 1.0 - m))
+    return [y, b.op("BlockGrad", mean), b.op("BlockGrad", invstd),
+            update(moving_mean, mean), update(moving_var, var)]
+
+
+def _bn_sensitive(params):
+    return not params["use_global_stats"]
+
+
+def _bn_variant(node, inputs, is_train):
+    """Training: the ``_batch_norm_train`` node; its outputs 3 and 4 update the moving statistics."""
+    if not is_train or node.params["use_global_stats"]:
         return None
-    return "BatchNorm training (batch statistics and the moving-average update of its auxiliary states)"
+    from ..builder import Builder  # the builder imports the registry this module belongs to
+    n = Builder(node.name).node("_batch_norm_train", inputs, dict(node.attrs), name=node.name)
+    outs = [n.out(i) for i in range(5)]
+    return outs[:3], {3: outs[3], 4: outs[4]}
+
+
+def _bn_train_shape(params, ins, outs):
+    ins, head = _bn_shape(params, ins, outs[:3])
+    return ins, head + [unify(outs[3], head[1]), unify(outs[4], head[1])]
+
+
+def _bn_train_type(params, ins, outs):
+    from .shapes import unify_all_types
+    t = unify_all_types(list(ins) + list(outs))
+    return [t] * 5, [t] * 5
+
+
+def _shape_along(params, x):
+    shape = [1] * x.ndim
+    shape[norm_axis(params["axis"], x.ndim)] = -1
+    return shape
 
 
 def _np_bn(params, x, gamma, beta, mean, var):
-    axis = norm_axis(params["axis"], x.ndim)
-    shape = [1] * x.ndim
-    shape[axis] = -1
+    shape = _shape_along(params, x)
     g = np.ones_like(gamma) if params["fix_gamma"] else gamma
-    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + params["eps"]) * g.reshape(shape) + beta.reshape(shape)
-    return y.astype(x.dtype), mean.copy(), var.copy()
+    invstd = 1.0 / np.sqrt(var + params["eps"])
+    y = (x - mean.reshape(shape)) * invstd.reshape(shape) * g.reshape(shape) + beta.reshape(shape)
+    return y.astype(x.dtype), mean.copy(), invstd.astype(x.dtype)
 
+
+def _np_bn_train(params, x, gamma, beta, moving_mean, moving_var):
+    axes = tuple(a for a in range(x.ndim) if a != norm_axis(params["axis"], x.ndim))
+    mean, var = x.mean(axis=axes), x.var(axis=axes)
+    y, _, invstd = _np_bn(params, x, gamma, beta, mean, var)
+    m = params["momentum"]
+    return (y, mean.astype(x.dtype), invstd, (moving_mean * m + mean * (1 - m)).astype(x.dtype),
+            (moving_var * m + var * (1 - m)).astype(x.dtype))
+
+
+_OUTPUT_NAMES = lambda params: ["output", "mean", "var"] if params["output_mean_var"] else None  # noqa: E731
+_VISIBLE = lambda params: 3 if params["output_mean_var"] else 1  # noqa: E731
 
 register(OpDef("BatchNorm", kind="composite", inputs=BN_INPUTS, schema=BN_SCHEMA, outputs=3,
-               visible=lambda params: 3 if params["output_mean_var"] else 1,
-               output_names=lambda params: ["output", "mean", "var"] if params["output_mean_var"] else None,
+               visible=_VISIBLE, output_names=_OUTPUT_NAMES,
                aux=(3, 4), shape=_bn_shape, dtype=_bn_type, expand=_bn_expand, reference=_np_bn,
-               training_gap=_bn_gap))
+               doc="Normalises over every axis but `axis`: with the batch statistics in training "
+                   "(updating moving_mean/moving_var in place) unless use_global_stats, with the "
+                   "moving statistics otherwise. Outputs: output, mean, inverse std."))
+TRAINING_VARIANTS["BatchNorm"] = (_bn_sensitive, _bn_variant, "_batch_norm_train")
+# BatchNorm's training form (what training programs and autograd tapes contain): outputs
+# 3 and 4 are the new moving statistics, hidden, written back by whoever runs it.
+register(OpDef("_batch_norm_train", kind="composite", inputs=BN_INPUTS, schema=BN_SCHEMA, outputs=5,
+               visible=_VISIBLE, output_names=_OUTPUT_NAMES, hint="batchnorm",
+               aux=(3, 4), shape=_bn_train_shape, dtype=_bn_train_type, expand=_bn_train_expand,
+               reference=_np_bn_train))
 
 
 def _axis_like_shape(params, ins, outs):

@@ -42,10 +42,6 @@ KEY_SHAPE = (2,)
 KEY_DTYPE = "int64"
 STREAM = "__stream__"  # lower.py adds the node's stream id to the params a random lowering sees
 
-# op name -> (sensitive(params) -> bool, variant(node, inputs, is_train) -> [Entry] or None):
-# operators whose program depends on training mode (Dropout); passes/training.py reads it.
-TRAINING_VARIANTS = {}
-
 MASK32 = 0xFFFFFFFF
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)

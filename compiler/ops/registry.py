@@ -12,6 +12,13 @@ from . import params as P
 _REGISTRY = {}
 _ALIASES = {}
 
+# op name -> (sensitive(params) -> bool, variant(node, inputs, is_train) -> replacement or None):
+# operators whose program depends on training mode (Dropout, BatchNorm); passes/training.py
+# applies them. A replacement is a list of Entries for the node's outputs, or a pair
+# (entries, {aux input index: Entry}) whose second part is the new value of auxiliary states
+# the training program must write back (BatchNorm's moving statistics).
+TRAINING_VARIANTS = {}
+
 KINDS = ("elementwise", "broadcast", "injective", "reduce", "composite", "opaque")
 
 
@@ -39,14 +46,12 @@ class OpDef:
     lower: ``fn(params, in_buffers, out_buffers) -> [stages]`` (not composite).
     expand: ``fn(b, inputs, params) -> [Entry]`` (composite only).
     reference: ``fn(params, *numpy inputs) -> array or tuple`` (tests only).
-    training_gap: ``fn(params) -> str or None``, naming training-mode behaviour
-    kiln does not implement yet, so executors refuse ``is_train=True`` clearly.
     """
 
     def __init__(self, name, *, kind, inputs=("data",), schema=None, outputs=1, visible=None,
                  output_names=None, shape=None, dtype=None, gradient=None, lower=None, expand=None,
                  reference=None, aliases=(), hint=None, aux=(), random=False, num_args_key=None,
-                 training_gap=None, doc=""):
+                 doc=""):
         if kind not in KINDS:
             raise ValueError("unknown kernel kind %r" % kind)
         self.name = name
@@ -66,7 +71,6 @@ class OpDef:
         self.hint = hint or name.lower()
         self._aux = aux
         self.random = random
-        self._training_gap = training_gap
         self.num_args_key = num_args_key
         self.doc = doc
 
@@ -89,10 +93,6 @@ class OpDef:
 
     def aux_inputs(self, params):
         return list(self._aux(params) if callable(self._aux) else self._aux)
-
-    def training_gap(self, params):
-        """Why this node cannot run in training mode yet (None when it can)."""
-        return self._training_gap(params) if self._training_gap else None
 
     def parse_attrs(self, attrs, node_name):
         return P.parse_attrs(self.name, self.schema, attrs, node_name)

@@ -39,7 +39,7 @@ CHEAP_KINDS = ("elementwise", "broadcast", "injective")
 
 def _recomputable(node):
     return (node.op is not None and node.op.lower is not None and not node.op.random
-            and not node.op.aux_inputs(node.params) and not node.op.training_gap(node.params)
+            and not node.op.aux_inputs(node.params)
             and not node.control_deps)
 
 
