@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import autograd
 from .. import engine as _engine
-from ..base import MXNetError, numeric_types
+from ..base import OPERATOR_METHODS, MXNetError, numeric_types
 from ..context import Context, current_context
 from ..imperative import dtype_name, prepare
 
@@ -338,17 +338,7 @@ def _forward(name):
     return method
 
 
-_METHODS = (
-    "broadcast_axes", "repeat", "pad", "swapaxes", "split", "slice", "slice_axis", "slice_like",
-    "take", "one_hot", "pick", "sort", "topk", "argsort", "argmax", "argmax_channel", "argmin",
-    "clip", "abs", "sign", "shape_array", "size_array", "expand_dims", "tile", "transpose", "flip",
-    "diag", "sum", "nansum", "prod", "nanprod", "mean", "max", "min", "norm", "round", "rint", "fix",
-    "floor", "ceil", "trunc", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "degrees",
-    "radians", "sinh", "cosh", "tanh", "arcsinh", "arccosh", "arctanh", "exp", "expm1", "log",
-    "log10", "log2", "log1p", "sqrt", "rsqrt", "cbrt", "rcbrt", "square", "reciprocal", "relu",
-    "sigmoid", "softmax", "log_softmax", "softmin", "squeeze",
-)
-for _name in _METHODS:
+for _name in OPERATOR_METHODS:
     setattr(NDArray, _name, _forward(_name))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..attribute import AttrScope, normalize_attrs
-from ..base import MXNetError, numeric_types
+from ..base import OPERATOR_METHODS, MXNetError, numeric_types
 from ..compiler import serialization
 from ..compiler.graph import Entry, Graph, Node, topo_order
 from ..compiler.ops import registry
@@ -302,6 +302,48 @@ class Symbol:
 
     def __bool__(self):
         raise NotImplementedError("A Symbol has no truth value: it is a graph, not data")
+
+    def reshape(self, *shape, **kwargs):
+        if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
+            shape = tuple(shape[0])
+        if not shape:
+            shape = kwargs.pop("shape")
+        return _create("Reshape", [self], dict(kwargs, shape=tuple(shape)))
+
+    def astype(self, dtype):
+        return _create("Cast", [self], {"dtype": np.dtype(dtype).name})
+
+    @property
+    def T(self):
+        return _create("transpose", [self], {})
+
+    def flatten(self, **kwargs):
+        return _create("Flatten", [self], kwargs)
+
+    def zeros_like(self, **kwargs):
+        return _create("zeros_like", [self], kwargs)
+
+    def ones_like(self, **kwargs):
+        return _create("ones_like", [self], kwargs)
+
+    def broadcast_to(self, shape):
+        return _create("broadcast_to", [self], {"shape": tuple(shape)})
+
+    def broadcast_like(self, other):
+        return _create("broadcast_like", [self, other], {})
+
+
+def _method(name):
+    def method(self, *args, **kwargs):
+        from .. import symbol as sym
+        return getattr(sym, name)(self, *args, **kwargs)
+    method.__name__ = name
+    method.__doc__ = "Same as ``sym.%s(self, ...)``." % name
+    return method
+
+
+for _name in OPERATOR_METHODS:
+    setattr(Symbol, _name, _method(_name))
 
 
 def _substitute(outputs, subst):

@@ -137,3 +137,12 @@ def test_save_and_load_file(tmp_path):
     path = tmp_path / "net-symbol.json"
     s.save(str(path))
     assert mx.sym.load(str(path)).tojson() == s.tojson()
+
+
+def test_operator_methods_on_symbols_match_ndarray():
+    x = mx.sym.Variable("x")
+    y = mx.sym.broadcast_add((x.reshape((-1, 2)).exp().sum(axis=1) == 0).astype("float32"), x.T.flatten().mean())
+    xv = mx.nd.array(np.arange(6, dtype=np.float32).reshape(2, 3) / 10)
+    want = (xv.reshape((-1, 2)).exp().sum(axis=1) == 0).astype("float32") + xv.T.flatten().mean()
+    got = y.eval(ctx=mx.cpu(), x=xv)[0]
+    np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-6)
