@@ -129,6 +129,10 @@ class Gemm:
     matrix view of N-d buffers; without it the operands are 2-d, or 3-d with a
     leading batch dimension.
 
+    ``a_batch`` (default ``batch``): ``a`` holds that many matrices and batch
+    ``i`` reads matrix ``i % a_batch`` (a convolution's per-group weights,
+    shared by every image). An N-d ``out`` is read through ``out_view()``.
+
     ``epilogue`` is an expression applied to each finished element before it
     is stored (fusion attaches bias and activation here): it reads
     ``Gemm.acc(out.dtype)``, the indices ``Gemm.ROW``, ``Gemm.COL`` and
@@ -148,19 +152,25 @@ class Gemm:
         return v
 
     def __init__(self, out, a, b, transpose_a=False, transpose_b=False, batch=1, dims=None,
-                 epilogue=None, extra_inputs=()):
+                 epilogue=None, extra_inputs=(), a_batch=None):
         self.out, self.a, self.b = out, a, b
         self.transpose_a, self.transpose_b = bool(transpose_a), bool(transpose_b)
         self.batch = int(batch)
+        # ``a`` holds a_batch matrices and batch i reads matrix i % a_batch (convolution: one
+        # weight per group, shared by every image); a_batch == batch is the plain batched product
+        self.a_batch = self.batch if a_batch is None else int(a_batch)
+        if self.a_batch < 1 or self.batch % self.a_batch:
+            raise ValueError("Gemm: a_batch %d does not divide batch %d" % (self.a_batch, self.batch))
         if dims is None:
             sa, sb = (s.shape[1:] if len(s.shape) == 3 else s.shape for s in (a, b))
             m, k = sa[::-1] if transpose_a else sa
             n = sb[0] if transpose_b else sb[1]
             dims = (m, n, k)
         self.m, self.n, self.k = (int(d) for d in dims)
-        for buf, rows, cols in ((a, self.m, self.k), (b, self.k, self.n), (out, self.m, self.n)):
-            if buf.size != self.batch * rows * cols:
-                raise ValueError("Gemm: %r is not %d matrices of %dx%d" % (buf, self.batch, rows, cols))
+        for buf, count, rows, cols in ((a, self.a_batch, self.m, self.k), (b, self.batch, self.k, self.n),
+                                       (out, self.batch, self.m, self.n)):
+            if buf.size != count * rows * cols:
+                raise ValueError("Gemm: %r is not %d matrices of %dx%d" % (buf, count, rows, cols))
         if not (a.dtype == b.dtype == out.dtype):
             raise TypeError("Gemm: operand dtypes %s, %s, %s differ" % (a.dtype, b.dtype, out.dtype))
         if epilogue is not None and epilogue.dtype != out.dtype:
@@ -172,15 +182,48 @@ class Gemm:
     def inputs(self):
         return [self.a, self.b] + self.extra_inputs
 
+    def out_view(self):
+        """How ``out``'s axes flatten onto (batch, row, col): per axis (index var, divisor,
+        extent), or None when some axis straddles two of them (grouped convolution's filters).
+        A [batch, m, n] or [m, n] output maps axis to index directly; an N-d one (a
+        convolution's [N, F, H, W] as [N][F][H*W]) through divisions."""
+        targets = [(Gemm.BATCH, self.batch), (Gemm.ROW, self.m), (Gemm.COL, self.n)]
+        groups, g, cur = [[], [], []], 0, 1
+        for axis, d in enumerate(self.out.shape):
+            if d == 1:
+                continue
+            while g < 3 and cur == targets[g][1]:
+                g, cur = g + 1, 1
+            if g == 3 or targets[g][1] % (cur * d):
+                return None
+            cur *= d
+            groups[g].append(axis)
+        if any(math.prod(self.out.shape[a] for a in groups[i]) != targets[i][1] for i in range(3)):
+            return None
+        view = [None] * len(self.out.shape)
+        for (var, _), axes in zip(targets, groups):
+            for j, axis in enumerate(axes):
+                inner = math.prod(self.out.shape[a] for a in axes[j + 1:])
+                view[axis] = (var, inner, self.out.shape[axis] if j else None)
+        return view
+
     def with_epilogue(self, stage):
         """This product with ``stage`` (a ``Compute`` reading its output at its own index) as
         epilogue, writing ``stage.out``; None when the consumer does not fit that shape."""
-        rows = (self.batch, self.m, self.n) if self.batch > 1 else (self.m, self.n)
-        if not isinstance(stage, Compute) or stage.out.shape != rows or self.out.shape != rows \
+        view = self.out_view()
+        if not isinstance(stage, Compute) or stage.out.shape != self.out.shape or view is None \
                 or stage.out.dtype != self.out.dtype:
             return None
-        index = [Gemm.BATCH, Gemm.ROW, Gemm.COL][-len(rows):]
+        from .expr import const
         names = [a.name for a in stage.axes]
+        index = {}
+        for name, v in zip(names, view):
+            if v is None:
+                index[name] = const(0, "int64")
+                continue
+            var, inner, extent = v
+            x = var if inner == 1 else var // const(inner, "int64")
+            index[name] = x if extent is None else x % const(extent, "int64")
         acc = self.epilogue if self.epilogue is not None else Gemm.acc(self.out.dtype)
         memo, extra, ok = {}, {}, [True]
 
@@ -193,7 +236,7 @@ class Gemm:
                 else:
                     if isinstance(e, Load):
                         extra.setdefault(id(e.buf), e.buf)
-                    hit = dict(zip(names, index)).get(e.name, e) if isinstance(e, Var) else map_children(e, go)
+                    hit = index.get(e.name, e) if isinstance(e, Var) else map_children(e, go)
                 memo[id(e)] = hit
             return hit
         body = go(stage.body)
@@ -201,7 +244,7 @@ class Gemm:
             return None
         extra_inputs = self.extra_inputs + [x for x in extra.values() if x not in self.extra_inputs]
         return Gemm(stage.out, self.a, self.b, self.transpose_a, self.transpose_b, self.batch,
-                    (self.m, self.n, self.k), body, extra_inputs)
+                    (self.m, self.n, self.k), body, extra_inputs, a_batch=self.a_batch)
 
     def exprs(self):
         """Stand-in loads of both operands plus the epilogue: what analyses of reads need."""

@@ -112,6 +112,12 @@ def emit_gemm(em, st):
     em.parallel_range(fn, bufs, st.batch * blk.nblocks, work)
 
 
+def _a_index(b, st, batch, const):
+    """Which A matrix batch ``batch`` reads: ``batch % a_batch`` (one weight matrix per
+    convolution group shared by every image); the batch itself for plain batched products."""
+    return batch if st.a_batch == st.batch else b.srem(batch, const(st.a_batch))
+
+
 def _store_element(em, st, value, batch, row, col, ptr):
     """Store one finished element of the small paths, through the epilogue when there is one."""
     if st.epilogue is not None:
@@ -141,7 +147,7 @@ def _emit_small_dots(em, st, target):
 
     def unit(u):
         batch, i = b.sdiv(u, em.i64(st.m)), b.srem(u, em.i64(st.m))
-        a_row = b.add(b.mul(batch, em.i64(st.m * st.k)), b.mul(i, em.i64(st.k)))
+        a_row = b.add(b.mul(_a_index(b, st, batch, em.i64), em.i64(st.m * st.k)), b.mul(i, em.i64(st.k)))
         b_base = b.mul(batch, em.i64(st.k * st.n))
         c_base = b.mul(batch, em.i64(st.m * st.n))
 
@@ -190,7 +196,8 @@ def _emit_small(em, st):
 
     def unit(u):
         batch, i = b.sdiv(u, em.i64(st.m)), b.srem(u, em.i64(st.m))
-        a_base, b_base = b.mul(batch, em.i64(st.m * st.k)), b.mul(batch, em.i64(st.k * st.n))
+        a_base = b.mul(_a_index(b, st, batch, em.i64), em.i64(st.m * st.k))
+        b_base = b.mul(batch, em.i64(st.k * st.n))
         c_base = b.mul(batch, em.i64(st.m * st.n))
         em.loop(st.n, lambda j: b.store(ir.Constant(ty, 0.0), at(row, j)))
 
@@ -300,7 +307,7 @@ class _GemmEmitter:
         self.bi = b.sdiv(u, nb)
         j0 = self.mul(b.srem(u, nb), blk.nc)
         ncur = self.smin(self.b.sub(self.c64(st.n), j0), blk.nc)
-        self.a_base = self.mul(self.bi, st.m * st.k)
+        self.a_base = self.mul(_a_index(b, st, self.bi, self.c64), st.m * st.k)
         self.b_base = self.mul(self.bi, st.k * st.n)
         self.c_base = self.mul(self.bi, st.m * st.n)
 

@@ -168,3 +168,141 @@ def _axis_like_type(params, ins, outs):
 register(OpDef("_broadcast_axis_like", kind="broadcast", inputs=("data", "like"), schema={"axis": P.Int(1)},
                shape=_axis_like_shape, dtype=_axis_like_type, lower=_axis_like_lower,
                gradient=lambda b, node, ogs: [b.op("sum", ogs[0], axis=(node.params["axis"],), exclude=True), None]))
+
+
+# ---------------------------------------------------------------- LayerNorm, GroupNorm, InstanceNorm
+# Composites of mean/square/sqrt/broadcast operators, so their gradients (through the
+# statistics) come from the parts. Variances are biased and computed from centred values
+# (two passes, as MXNet's CPU kernels). The mean/std outputs pass no gradient back, as in MXNet.
+def _stats(b, xr, axis, eps):
+    """(centred, mean, std) of ``xr`` along ``axis`` (kept as size 1)."""
+    mean = b.op("mean", xr, axis=(axis,), keepdims=True)
+    centred = b.op("broadcast_sub", xr, mean)
+    var = b.op("mean", b.op("square", centred), axis=(axis,), keepdims=True)
+    return centred, mean, b.op("sqrt", b.scalar("_plus_scalar", var, eps))
+
+
+def _affine(b, xhat, gamma, beta, axis):
+    along = lambda v: b.op("_broadcast_axis_like", v, xhat, axis=axis)  # noqa: E731
+    return b.op("elemwise_add", b.mul(xhat, along(gamma)), along(beta))
+
+
+NORM_INPUTS = ("data", "gamma", "beta")
+_MV_NAMES = lambda params: ["output", "mean", "std"] if params["output_mean_var"] else None  # noqa: E731
+_MV_VISIBLE = lambda params: 3 if params["output_mean_var"] else 1  # noqa: E731
+LN_SCHEMA = {"axis": P.Int(-1), "eps": P.Float(1e-5), "output_mean_var": P.Bool(False)}
+
+
+def _ln_shape(params, ins, outs):
+    x = unify(ins[0], outs[0])
+    if not known(x):
+        return [x] + list(ins[1:]), [x, outs[1], outs[2]]
+    a = norm_axis(params["axis"], len(x))
+    stat = tuple(1 if i == a else n for i, n in enumerate(x))
+    c = (x[a],)
+    return [x, unify(ins[1], c), unify(ins[2], c)], [x, unify(outs[1], stat), unify(outs[2], stat)]
+
+
+def _all_same_type(nin, nout):
+    def rule(params, ins, outs):
+        from .shapes import unify_all_types
+        t = unify_all_types(list(ins) + list(outs))
+        return [t] * nin, [t] * nout
+    return rule
+
+
+def _ln_expand(b, inputs, params):
+    x, gamma, beta = inputs
+    axis = params["axis"]
+    centred, mean, std = _stats(b, x, axis, params["eps"])
+    y = _affine(b, b.op("broadcast_div", centred, std), gamma, beta, axis)
+    return [y, b.op("BlockGrad", mean), b.op("BlockGrad", std)]
+
+
+def _np_ln(params, x, gamma, beta):
+    a = norm_axis(params["axis"], x.ndim)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=a, keepdims=True)
+    std = np.sqrt(((x64 - mean) ** 2).mean(axis=a, keepdims=True) + params["eps"])
+    shape = [1] * x.ndim
+    shape[a] = -1
+    y = (x64 - mean) / std * gamma.reshape(shape) + beta.reshape(shape)
+    if not params["output_mean_var"]:
+        return y.astype(x.dtype)
+    return y.astype(x.dtype), mean.astype(x.dtype), std.astype(x.dtype)
+
+
+register(OpDef("LayerNorm", kind="composite", inputs=NORM_INPUTS, schema=LN_SCHEMA, outputs=3, visible=_MV_VISIBLE,
+               output_names=_MV_NAMES, shape=_ln_shape, dtype=_all_same_type(3, 3), expand=_ln_expand,
+               reference=_np_ln, doc="(x - mean) / sqrt(var + eps) * gamma + beta along `axis`; "
+                                     "outputs mean and std (keepdims) when output_mean_var."))
+
+GN_SCHEMA = {"num_groups": P.Int(1), "eps": P.Float(1e-5), "output_mean_var": P.Bool(False)}
+
+
+def _gn_shape(params, ins, outs):
+    x = unify(ins[0], outs[0])
+    g = params["num_groups"]
+    if not known(x):
+        return [x] + list(ins[1:]), [x, outs[1], outs[2]]
+    if len(x) < 2 or g <= 0 or x[1] % g:
+        raise InferError("GroupNorm: channels of %s must be divisible by num_groups %d" % (x, g))
+    return [x, unify(ins[1], (g,)), unify(ins[2], (g,))], [x, unify(outs[1], (x[0], g)), unify(outs[2], (x[0], g))]
+
+
+def _gn_expand(b, inputs, params):
+    """Statistics over each (image, group of channels) on the (N, G, rest) view; gamma and beta
+    have one value per group (MXNet 1.x's GroupNorm)."""
+    x, gamma, beta = inputs
+    xr = b.op("Reshape", x, shape=(0, params["num_groups"], -1))
+    centred, mean, std = _stats(b, xr, 2, params["eps"])
+    y = _affine(b, b.op("broadcast_div", centred, std), gamma, beta, 1)
+    flat = lambda v: b.op("BlockGrad", b.op("Reshape", v, shape=(0, -1)))  # noqa: E731
+    return [b.op("reshape_like", y, x), flat(mean), flat(std)]
+
+
+def _np_gn(params, x, gamma, beta):
+    g = params["num_groups"]
+    xr = x.astype(np.float64).reshape(x.shape[0], g, -1)
+    mean = xr.mean(-1, keepdims=True)
+    std = np.sqrt(((xr - mean) ** 2).mean(-1, keepdims=True) + params["eps"])
+    y = (xr - mean) / std * gamma.reshape(1, g, 1) + beta.reshape(1, g, 1)
+    if not params["output_mean_var"]:
+        return y.reshape(x.shape).astype(x.dtype)
+    return y.reshape(x.shape).astype(x.dtype), mean[..., 0].astype(x.dtype), std[..., 0].astype(x.dtype)
+
+
+register(OpDef("GroupNorm", kind="composite", inputs=NORM_INPUTS, schema=GN_SCHEMA, outputs=3, visible=_MV_VISIBLE,
+               output_names=_MV_NAMES, shape=_gn_shape, dtype=_all_same_type(3, 3), expand=_gn_expand,
+               reference=_np_gn, doc="Normalises each group of num_groups channels per image; "
+                                     "gamma/beta per group, mean and std (N, num_groups) when output_mean_var."))
+
+
+def _in_shape(params, ins, outs):
+    x = unify(ins[0], outs[0])
+    if not known(x):
+        return [x] + list(ins[1:]), [x]
+    if len(x) < 3:
+        raise InferError("InstanceNorm needs (batch, channel, spatial...) data, got %s" % (x,))
+    return [x, unify(ins[1], (x[1],)), unify(ins[2], (x[1],))], [x]
+
+
+def _in_expand(b, inputs, params):
+    x, gamma, beta = inputs
+    xr = b.op("Reshape", x, shape=(0, 0, -1))
+    centred, _, std = _stats(b, xr, 2, params["eps"])
+    y = _affine(b, b.op("broadcast_div", centred, std), gamma, beta, 1)
+    return [b.op("reshape_like", y, x)]
+
+
+def _np_in(params, x, gamma, beta):
+    xr = x.astype(np.float64).reshape(x.shape[0], x.shape[1], -1)
+    mean = xr.mean(-1, keepdims=True)
+    std = np.sqrt(((xr - mean) ** 2).mean(-1, keepdims=True) + params["eps"])
+    y = (xr - mean) / std * gamma.reshape(1, -1, 1) + beta.reshape(1, -1, 1)
+    return y.reshape(x.shape).astype(x.dtype)
+
+
+register(OpDef("InstanceNorm", kind="composite", inputs=NORM_INPUTS, schema={"eps": P.Float(1e-3)},
+               shape=_in_shape, dtype=_all_same_type(3, 1), expand=_in_expand, reference=_np_in,
+               doc="Normalises each (image, channel) over its spatial positions, then gamma/beta per channel."))

@@ -117,11 +117,19 @@ class OpDef:
                                        % (self.name, node_name, key, value, err, field.kind)) from None
             if isinstance(value, str):
                 out[key] = value
+            elif isinstance(field, P.Tuple) and isinstance(value, (int, list)) and not isinstance(value, bool):
+                out[key] = _as_written(value)  # MXNet writes axis=1 as "1" and [1, 0] as "[1, 0]"
             elif isinstance(field, (P.DType, P.Tuple)):
                 out[key] = field.format(typed)
             else:
                 out[key] = str(value)  # MXNet keeps str() of the argument as given
         return out
+
+
+def _as_written(value):
+    if isinstance(value, list):
+        return "[%s]" % ", ".join(_as_written(v) for v in value)
+    return str(int(value)) if value is not None else "None"
 
 
 def register(op):

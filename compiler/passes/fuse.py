@@ -134,7 +134,7 @@ def _gemm_epilogue_fits(n, users, group, shapes, probe):
     (or a batch of them) in row-major order, its only reader reads it at the reader's own
     index, and every member so far is elementwise or broadcast of that shape."""
     gemm = probe.single_gemm(n)
-    if gemm is None or len(users) != 1 or gemm.out.shape not in ((gemm.m, gemm.n), (gemm.batch, gemm.m, gemm.n)):
+    if gemm is None or len(users) != 1 or gemm.out_view() is None:
         return False
     shape = shapes[(n.uid, 0)]
     if not all(m.op.kind in ("elementwise", "broadcast") and m.num_outputs == 1 and shapes[(m.uid, 0)] == shape

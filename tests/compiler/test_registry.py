@@ -4,11 +4,13 @@ import pytest
 import kiln as mx
 from kiln.compiler.ops import registry
 from kiln.compiler.ops.registry import KINDS
+from kiln.compiler.ops.optimizer import UPDATE_OPS
 
 # operators without a gradient, each for a stated reason
 NO_GRADIENT = {
     "batch_take": "integer gather used for inference (MXNet has no gradient either)",
 }
+NO_GRADIENT.update(dict.fromkeys(UPDATE_OPS, "optimiser update rule (MXNet has no gradient either)"))
 OPS = registry.all_ops()
 
 
