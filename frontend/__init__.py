@@ -21,3 +21,8 @@ from . import symbol as sym  # noqa: E402,F401
 from . import autograd, engine, executor  # noqa: E402,F401
 from . import random  # noqa: E402,F401  (mx.random)
 from . import test_utils  # noqa: E402,F401
+from . import gluon  # noqa: E402,F401  (mx.gluon)
+from . import initializer  # noqa: E402,F401
+from . import initializer as init  # noqa: E402,F401  (mx.init)
+from . import lr_scheduler  # noqa: E402,F401
+from . import optimizer  # noqa: E402,F401

@@ -78,6 +78,9 @@ class Executor:
                 raise MXNetError("bind: gradient array for %r has shape %s %s, argument has %s %s"
                                  % (n, g.shape, np.dtype(g.dtype).name, a.shape, np.dtype(a.dtype).name))
         self.aux_arrays = _as_list(aux_states, self.aux_names, "aux_states")
+        # gluon records hybridized calls in predict mode too (autograd.record(train_mode=False)):
+        # then the inference variant carries the gradients and backward may follow it
+        self._infer_grads = False
         self._compile()
 
     def _compile(self):
@@ -105,7 +108,7 @@ class Executor:
             arrays = self.arg_arrays + self.aux_arrays
             shapes = {n: a.shape for n, a in zip(names, arrays)}
             dtypes = {n: np.dtype(a.dtype).name for n, a in zip(names, arrays)}
-            grad_req = self._grad_req if (is_train or not self._sensitive) else {}
+            grad_req = self._grad_req if (is_train or not self._sensitive or self._infer_grads) else {}
             spec, info = compile_program(self._symbol._outputs, shapes, dtypes, grad_req, name="executor",
                                          remat=self._remat, is_train=is_train)
             hit = self._programs[is_train] = (LoadedProgram(spec), info)
@@ -186,10 +189,10 @@ class Executor:
 
     def backward(self, out_grads=None, is_train=True):
         if self._sensitive:
-            if self._last_train is False:
+            if self._last_train is False and not self._infer_grads:
                 raise MXNetError("backward: the last forward ran in inference mode (is_train=False), but this "
                                  "graph has training-mode nodes (Dropout, BatchNorm); call forward(is_train=True) first")
-            self._program, self._info = self._variant(True)
+            self._program, self._info = self._variant(self._last_train is not False)
         if not self._info["grads"]:
             return
         self._sync()

@@ -22,3 +22,8 @@ def test_autograd_regression_loss_falls():
     losses = _load("autograd_regression").train(steps=60, n=64)
     assert len(losses) == 60
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_lenet_gluon_learns():
+    accuracies = _load("lenet_gluon").train(epochs=4, n=1024)
+    assert accuracies[-1] > 0.6 and accuracies[-1] > 2 * accuracies[0]

@@ -2,7 +2,8 @@
 import importlib
 
 ORDER = ("elemwise_transcendental", "elemwise_arith", "mlp_infer", "mlp_train_step",
-         "compile_time", "elemwise_sweep", "lenet_infer", "sort_rows", "imperative_overhead")
+         "compile_time", "elemwise_sweep", "lenet_infer", "sort_rows", "imperative_overhead", "gluon_mlp_train",
+         "conv_infer")
 
 
 def load(name):
