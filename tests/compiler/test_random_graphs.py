@@ -31,7 +31,7 @@ def interpret(symbol, feed):
 
 
 @st.composite
-def graphs(draw):
+def graphs(draw, reducers=REDUCE):
     """A random DAG over two (3, 4) inputs and a (1, 4) row, mixing kernel kinds."""
     names = ["a", "b", "row"]
     pool = [mx.sym.Variable(n) for n in names]
@@ -56,7 +56,7 @@ def graphs(draw):
                 pool.append(getattr(mx.sym, op)(pool[i], pool[j]))
                 shapes.append(shapes[i])
         elif shapes[i] == SHAPE:
-            pool.append(getattr(mx.sym, draw(st.sampled_from(REDUCE)))(pool[i], axis=0, keepdims=True))
+            pool.append(getattr(mx.sym, draw(st.sampled_from(reducers)))(pool[i], axis=0, keepdims=True))
             shapes.append((1, 4))
     heads = draw(st.lists(st.integers(3, len(pool) - 1), min_size=1, max_size=3, unique=True)) \
         if len(pool) > 3 else [len(pool) - 1]
@@ -77,11 +77,13 @@ def test_random_graph_forward_matches_reference(case, seed):
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(graphs(), st.integers(0, 2**31 - 1))
+@given(graphs(reducers=["sum", "mean"]), st.integers(0, 2**31 - 1))
 def test_random_graph_gradient_matches_finite_differences(case, seed):
+    """No max reduction here: broadcast_maximum against the (1, 4) row makes columns
+    constant along the reduced axis, and a tied max has no derivative to compare."""
     sym, _ = case
     rs = np.random.RandomState(seed)
     feed = {"a": rs.uniform(-1, 1, SHAPE), "b": rs.uniform(-1, 1, SHAPE), "row": rs.uniform(-1, 1, (1, 4))}
     loc = {k: v for k, v in feed.items() if k in sym.list_arguments()}
-    # relu, abs and max have kinks; uniform random inputs land on one with negligible probability
+    # relu, abs and maximum have kinks; uniform random inputs land on one with negligible probability
     mx.test_utils.check_numeric_gradient(sym, loc, numeric_eps=1e-6, rtol=1e-3, atol=1e-5)
