@@ -88,11 +88,14 @@ def _conv_inputs(params):
     return ["data", "weight"] if params["no_bias"] else ["data", "weight", "bias"]
 
 
-def _conv_shape(params, ins, outs):
+def _checked_inputs(params, ins, weight_channels):
+    """Checks Convolution and Deconvolution share, and their weight and bias shapes
+    (``weight_channels(channels, filters, groups)`` gives the weight's first two sizes).
+    Returns (input shapes, (k, s, d, p, filters)), the geometry None while data is unknown."""
     x = ins[0]
     new = list(ins)
     if not known(x):
-        return new, [outs[0]]
+        return new, None
     nsp = len(params["kernel"])
     if len(x) != nsp + 2:
         raise InferError("data %s must have %d dimensions for kernel %s" % (x, nsp + 2, tuple(params["kernel"])))
@@ -101,9 +104,18 @@ def _conv_shape(params, ins, outs):
     f, g = params["num_filter"], params["num_group"]
     if x[1] % g or f % g:
         raise InferError("channels %d and num_filter %d must be divisible by num_group %d" % (x[1], f, g))
-    new[1] = unify(ins[1], (f, x[1] // g) + k)
+    new[1] = unify(ins[1], weight_channels(x[1], f, g) + k)
     if len(ins) == 3:
         new[2] = unify(ins[2], (f,))
+    return new, (k, s, d, p, f)
+
+
+def _conv_shape(params, ins, outs):
+    new, geometry = _checked_inputs(params, ins, lambda c, f, g: (f, c // g))
+    if geometry is None:
+        return new, [outs[0]]
+    x = ins[0]
+    k, s, d, p, f = geometry
     sp = tuple(conv_out_size(n, kk, ss, dd, pp) for n, kk, ss, dd, pp in zip(x[2:], k, s, d, p))
     if any(o <= 0 for o in sp):
         raise InferError("kernel %s (dilate %s) is larger than padded input %s" % (k, d, x[2:]))
@@ -785,21 +797,11 @@ DECONV_SCHEMA = dict(CONV_SCHEMA, adj=P.Tuple(()), target_shape=P.Tuple(()), no_
 
 
 def _deconv_shape(params, ins, outs):
-    x = ins[0]
-    new = list(ins)
-    if not known(x):
+    new, geometry = _checked_inputs(params, ins, lambda c, f, g: (c, f // g))
+    if geometry is None:
         return new, [outs[0]]
-    nsp = len(params["kernel"])
-    if len(x) != nsp + 2:
-        raise InferError("data %s must have %d dimensions for kernel %s" % (x, nsp + 2, tuple(params["kernel"])))
-    _check_layout(params, nsp)
-    k, s, d, _ = conv_geometry(params, nsp)
-    f, g = params["num_filter"], params["num_group"]
-    if x[1] % g or f % g:
-        raise InferError("channels %d and num_filter %d must be divisible by num_group %d" % (x[1], f, g))
-    new[1] = unify(ins[1], (x[1], f // g) + k)
-    if len(ins) == 3:
-        new[2] = unify(ins[2], (f,))
+    x = ins[0]
+    k, s, d, _, f = geometry
     p, a = _deconv_pads(params, x[2:])
     sp = tuple(deconv_out_size(n, kk, ss, dd, pp, aa) for n, kk, ss, dd, pp, aa in zip(x[2:], k, s, d, p, a))
     if any(o <= 0 for o in sp):

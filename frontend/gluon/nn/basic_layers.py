@@ -40,8 +40,8 @@ def _chain(blocks, x, args):
     return x
 
 
-class Sequential(Block):
-    """Runs its children one after another."""
+class _Chain:
+    """What Sequential and HybridSequential share: children in order, indexing, len."""
 
     def __init__(self, prefix=None, params=None):
         super().__init__(prefix=prefix, params=params)
@@ -52,14 +52,18 @@ class Sequential(Block):
             self._layers.append(block)
             self.register_child(block)
 
-    def forward(self, x, *args):
-        return _chain(self._children.values(), x, args)
-
     __repr__ = _container_repr
     __getitem__ = _container_getitem
 
     def __len__(self):
         return len(self._children)
+
+
+class Sequential(_Chain, Block):
+    """Runs its children one after another."""
+
+    def forward(self, x, *args):
+        return _chain(self._children.values(), x, args)
 
     def hybridize(self, active=True, **kwargs):
         if self._children and all(isinstance(c, HybridBlock) for c in self._children.values()):
@@ -68,26 +72,11 @@ class Sequential(Block):
         super().hybridize(active, **kwargs)
 
 
-class HybridSequential(HybridBlock):
+class HybridSequential(_Chain, HybridBlock):
     """Sequential whose children are HybridBlocks: hybridizing compiles the whole chain."""
-
-    def __init__(self, prefix=None, params=None):
-        super().__init__(prefix=prefix, params=params)
-        self._layers = []
-
-    def add(self, *blocks):
-        for block in blocks:
-            self._layers.append(block)
-            self.register_child(block)
 
     def hybrid_forward(self, F, x, *args):
         return _chain(self._children.values(), x, args)
-
-    __repr__ = _container_repr
-    __getitem__ = _container_getitem
-
-    def __len__(self):
-        return len(self._children)
 
 
 class Dense(HybridBlock):
