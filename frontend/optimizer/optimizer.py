@@ -247,12 +247,27 @@ class Optimizer:
     def _step_attrs(self, index, weight, grad, **extra):
         """Check the arrays, count the update, and give the update operator's attributes:
         the common ones, each of ``extra`` that is set, and this step's lr and wd."""
-        self._check(weight, grad)
-        self._update_count(index)
+        lr, wd = self._begin(index, weight, grad)
         kwargs = self._common_attrs()
         kwargs.update({k: v for k, v in extra.items() if v})
-        kwargs.update(lr=self._get_lr(index), wd=self._get_wd(index))
+        kwargs.update(lr=lr, wd=wd)
         return kwargs
+
+    def _begin(self, index, weight, grad):
+        """Check the arrays, count the update, and give this step's (lr, wd)."""
+        self._check(weight, grad)
+        self._update_count(index)
+        return self._get_lr(index), self._get_wd(index)
+
+    def _rescaled(self, grad, plus=None):
+        """``rescale_grad * grad`` (``+ plus``, e.g. weight decay), clipped to ``clip_gradient``
+        when set: the first step of the rules written with NDArray arithmetic."""
+        grad = grad * self.rescale_grad
+        if plus is not None:
+            grad = grad + plus
+        if self.clip_gradient is not None:
+            grad = clip(grad, -self.clip_gradient, self.clip_gradient)
+        return grad
 
     def _check(self, weight, grad):
         if not isinstance(weight, NDArray) or not isinstance(grad, NDArray):
@@ -353,9 +368,7 @@ class Adam(Optimizer):
         return (_zeros_like(weight), _zeros_like(weight))
 
     def update(self, index, weight, grad, state):
-        self._check(weight, grad)
-        self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
+        lr, wd = self._begin(index, weight, grad)
         t = self._index_update_count[index]
         lr *= math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
         kwargs = self._common_attrs()
@@ -376,13 +389,9 @@ class AdaGrad(Optimizer):
         return _zeros_like(weight)
 
     def update(self, index, weight, grad, state):
-        self._check(weight, grad)
-        self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
+        lr, wd = self._begin(index, weight, grad)
         history = state
-        grad = grad * self.rescale_grad
-        if self.clip_gradient is not None:
-            grad = clip(grad, -self.clip_gradient, self.clip_gradient)
+        grad = self._rescaled(grad)
         history += square(grad)
         div = grad / sqrt(history + self.float_stable_eps)
         weight += (div + weight * wd) * _scalar(-lr, weight)
@@ -408,10 +417,9 @@ class RMSProp(Optimizer):
         return (_zeros_like(weight),)
 
     def update(self, index, weight, grad, state):
-        self._check(weight, grad)
-        self._update_count(index)
+        lr, wd = self._begin(index, weight, grad)
         kwargs = self._common_attrs()
-        kwargs.update(gamma1=self.gamma1, epsilon=self.epsilon, lr=self._get_lr(index), wd=self._get_wd(index))
+        kwargs.update(gamma1=self.gamma1, epsilon=self.epsilon, lr=lr, wd=wd)
         if self.centered:
             kwargs["gamma2"] = self.gamma2
         if self.clip_weights:
@@ -437,12 +445,8 @@ class AdaDelta(Optimizer):
         return (_zeros_like(weight), _zeros_like(weight))
 
     def update(self, index, weight, grad, state):
-        self._check(weight, grad)
-        wd = self._get_wd(index)
-        self._update_count(index)
-        grad = grad * self.rescale_grad
-        if self.clip_gradient is not None:
-            grad = clip(grad, -self.clip_gradient, self.clip_gradient)
+        _, wd = self._begin(index, weight, grad)
+        grad = self._rescaled(grad)
         acc_g, acc_delta = state
         acc_g *= self.rho
         acc_g += (1.0 - self.rho) * grad * grad
@@ -466,9 +470,7 @@ class Ftrl(Optimizer):
         return (_zeros_like(weight), _zeros_like(weight))
 
     def update(self, index, weight, grad, state):
-        self._check(weight, grad)
-        self._update_count(index)
-        wd, lr = self._get_wd(index), self._get_lr(index)
+        lr, wd = self._begin(index, weight, grad)
         kwargs = self._common_attrs()
         kwargs.update(lamda1=self.lamda1, beta=float(self.beta), lr=lr, wd=wd)
         z, n = state
@@ -488,14 +490,10 @@ class Adamax(Optimizer):
         return (_zeros_like(weight), _zeros_like(weight))
 
     def update(self, index, weight, grad, state):
-        self._check(weight, grad)
-        self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
+        lr, wd = self._begin(index, weight, grad)
         t = self._index_update_count[index]
         lr /= (1.0 - self.beta1 ** t)
-        grad = grad * self.rescale_grad + wd * weight
-        if self.clip_gradient is not None:
-            grad = clip(grad, -self.clip_gradient, self.clip_gradient)
+        grad = self._rescaled(grad, wd * weight)
         m_t, u_t = state
         m_t *= self.beta1
         m_t += (1.0 - self.beta1) * grad
@@ -519,13 +517,9 @@ class Nadam(Optimizer):
         return (_zeros_like(weight), _zeros_like(weight))
 
     def update(self, index, weight, grad, state):
-        self._check(weight, grad)
-        self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
+        lr, wd = self._begin(index, weight, grad)
         t = self._index_update_count[index]
-        grad = grad * self.rescale_grad + wd * weight
-        if self.clip_gradient is not None:
-            grad = clip(grad, -self.clip_gradient, self.clip_gradient)
+        grad = self._rescaled(grad, wd * weight)
         momentum_t = self.beta1 * (1.0 - 0.5 * pow(0.96, t * self.schedule_decay))
         momentum_t_1 = self.beta1 * (1.0 - 0.5 * pow(0.96, (t + 1) * self.schedule_decay))
         self.m_schedule = self.m_schedule * momentum_t
@@ -560,9 +554,7 @@ class LAMB(Optimizer):
         return (_zeros_like(weight), _zeros_like(weight))
 
     def _update_impl(self, index, weight, grad, state, multi_precision=False):
-        self._check(weight, grad)
-        self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
+        lr, wd = self._begin(index, weight, grad)
         kwargs = {"beta1": self.beta1, "beta2": self.beta2, "epsilon": self.epsilon,
                   "bias_correction": self.bias_correction, "rescale_grad": self.rescale_grad,
                   "t": self._index_update_count[index], "wd": wd}
@@ -610,11 +602,9 @@ class FTML(Optimizer):
         return (_zeros_like(weight), _zeros_like(weight), _zeros_like(weight))
 
     def update(self, index, weight, grad, state):
-        self._check(weight, grad)
-        self._update_count(index)
+        lr, wd = self._begin(index, weight, grad)
         kwargs = {"beta1": self.beta1, "beta2": self.beta2, "epsilon": self.epsilon,
-                  "rescale_grad": self.rescale_grad, "t": self._index_update_count[index],
-                  "lr": self._get_lr(index), "wd": self._get_wd(index)}
+                  "rescale_grad": self.rescale_grad, "t": self._index_update_count[index], "lr": lr, "wd": wd}
         if self.clip_gradient:
             kwargs["clip_grad"] = self.clip_gradient
         prev_d, prev_v, prev_z = state
@@ -638,12 +628,8 @@ class DCASGD(Optimizer):
         return (_zeros_like(weight), weight.copy())
 
     def update(self, index, weight, grad, state):
-        self._check(weight, grad)
-        self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
-        grad = grad * self.rescale_grad
-        if self.clip_gradient is not None:
-            grad = clip(grad, -self.clip_gradient, self.clip_gradient)
+        lr, wd = self._begin(index, weight, grad)
+        grad = self._rescaled(grad)
         mom, previous_weight = state
         step = _scalar(-lr, weight) * (grad + wd * weight + self.lamda * grad * grad * (weight - previous_weight))
         if mom is not None:
@@ -667,12 +653,8 @@ class SGLD(Optimizer):
 
     def update(self, index, weight, grad, state):
         from ..ndarray import random as _random
-        self._check(weight, grad)
-        self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
-        grad = grad * self.rescale_grad
-        if self.clip_gradient is not None:
-            grad = clip(grad, -self.clip_gradient, self.clip_gradient)
+        lr, wd = self._begin(index, weight, grad)
+        grad = self._rescaled(grad)
         weight += _scalar(-lr / 2, weight) * (grad + wd * weight)
         noise = _random.normal(0, 1, shape=weight.shape, dtype=numpy.dtype(weight.dtype).name, ctx=weight.context)
         weight += noise * _scalar(math.sqrt(lr), weight)
