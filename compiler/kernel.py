@@ -329,6 +329,69 @@ class Sort:
         return [self.data.load([0] * self.data.ndim)]
 
 
+class CTC:
+    """Connectionist temporal classification: per batch element, the negative log-likelihood
+    of its label under ``softmax(data)`` and that loss's gradient w.r.t. ``data``.
+
+    A stage of its own because the alpha-beta recursion is serial in time with
+    data-dependent label indices, which no per-element expression describes.
+    ``data`` (T, N, C); ``label`` (N, L); optional ``data_lengths`` and
+    ``label_lengths`` (N,). Without ``label_lengths`` a label ends at its first
+    padding value (0 with the blank first, -1 with it last). Outputs ``loss``
+    (N,) and ``grad`` (T, N, C).
+
+    ``workspace`` (uint8, ``workspace_bytes``) holds one slice per batch
+    element, so elements run in parallel without sharing scratch and nothing
+    is allocated at run time: the alpha table (T rows of S + 2 values, S = 2L
+    + 1 states after two -inf pads), two beta rows and one emission row (S +
+    2 values, pads after), the skip mask (S + 2 values: 0 where a transition
+    may skip a blank, else -inf) and the blank-extended label (S int32). The
+    pads and the mask let the state loops run without branches or selects.
+    """
+
+    VALUE_BYTES, INDEX_BYTES = 8, 4  # scratch per value, sized for any dtype (shape rules see no dtypes)
+    PARTS = ("alpha", "beta", "emission", "mask", "ext")
+
+    def __init__(self, data, label, loss, grad, workspace, blank_first, data_lengths=None, label_lengths=None):
+        self.data, self.label, self.loss, self.grad, self.workspace = data, label, loss, grad, workspace
+        self.data_lengths, self.label_lengths = data_lengths, label_lengths
+        self.blank_first = bool(blank_first)
+        self.T, self.N, self.C = (int(d) for d in data.shape)
+        self.L = int(label.shape[1])
+        self.S = 2 * self.L + 1
+        need = CTC.workspace_bytes(self.T, self.N, self.L)
+        if workspace.size * _itemsize(workspace.dtype) < need:
+            raise ValueError("CTC: workspace %r is smaller than %d bytes" % (workspace, need))
+
+    @staticmethod
+    def layout(t, l):
+        """({part: byte offset} in one batch element's slice, slice bytes)."""
+        row = 2 * l + 3  # S + 2
+        sizes = {"alpha": Sort.region(t * row, CTC.VALUE_BYTES), "beta": Sort.region(2 * row, CTC.VALUE_BYTES),
+                 "emission": Sort.region(row, CTC.VALUE_BYTES), "mask": Sort.region(row, CTC.VALUE_BYTES),
+                 "ext": Sort.region(row, CTC.INDEX_BYTES)}
+        offsets, at = {}, 0
+        for part in CTC.PARTS:
+            offsets[part] = at
+            at += sizes[part]
+        return offsets, at
+
+    @staticmethod
+    def workspace_bytes(t, n, l):
+        return n * CTC.layout(t, l)[1]
+
+    @property
+    def inputs(self):
+        return [b for b in (self.data, self.label, self.data_lengths, self.label_lengths) if b is not None]
+
+    @property
+    def outputs(self):
+        return [self.loss, self.grad, self.workspace]
+
+    def exprs(self):
+        """Stand-in loads of every input: what analyses of reads need."""
+        return [b.load([0] * b.ndim) for b in self.inputs]
+
 def _itemsize(dtype):
     return {"float16": 2, "float32": 4, "float64": 8, "int8": 1, "uint8": 1, "bool": 1,
             "int32": 4, "int64": 8}[dtype]

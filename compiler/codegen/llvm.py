@@ -26,7 +26,7 @@ from ...runtime.errors import MXNetError
 from ...runtime.program import ALIGN
 from ...runtime.threads import parallel_threads
 from .. import expr as E
-from ..kernel import Compute, Gemm, ScatterAdd, Sort
+from ..kernel import CTC, Compute, Gemm, ScatterAdd, Sort
 from . import llvm_math
 
 I1, I8, I16, I32, I64 = (ir.IntType(n) for n in (1, 8, 16, 32, 64))
@@ -433,6 +433,9 @@ class _FunctionEmitter:
         elif isinstance(st, Sort):
             from .llvm_sort import emit_sort  # imports this module
             emit_sort(self, st)
+        elif isinstance(st, CTC):
+            from .llvm_ctc import emit_ctc  # imports this module
+            emit_ctc(self, st)
         else:
             raise TypeError("unknown stage %r" % st)
 

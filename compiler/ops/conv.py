@@ -13,6 +13,14 @@ that data gradient as a forward operator, and its gradients are a
 convolution and a weight GEMM. The direct masked loop nests
 (``_convolution_direct``, ``_conv_backward_data``/``_weight``) are kept as
 reference lowerings for tests and dtypes without a GEMM.
+
+Channel-last layouts (NWC/NHWC/NDHWC, weights ``(F, *kernel, C/G)`` for
+Convolution and ``(C, *kernel, F/G)`` for Deconvolution, as MXNet) are handled
+by the same declarations: the expansion and the gradient transpose data,
+weight and head gradient to channel-first, build the channel-first graph, and
+transpose the results back (the transposes are ordinary injective operators
+for fusion and memory planning). Pooling reads and writes channel-last
+buffers directly: its loop nests only permute their indices.
 """
 from __future__ import annotations
 
@@ -49,17 +57,57 @@ def _spatial(params, nsp, key, default):
     return tuple(v)
 
 
-def _check_layout(params, nsp):
+CHANNEL_FIRST = ("NCW", "NCHW", "NCDHW")
+CHANNEL_LAST = ("NWC", "NHWC", "NDHWC")
+
+
+def channel_last(params, nsp):
+    """Whether data (and weight) put channels last; the layout must have nsp spatial axes."""
     layout = params.get("layout")
-    if layout not in (None, "NCW", "NCHW", "NCDHW"):
-        raise NotImplementedError("layout %s (only channel-first layouts NCW/NCHW/NCDHW are supported)" % layout)
+    if layout is None:
+        return False
+    if len(layout) != nsp + 2:
+        raise InferError("layout %s does not fit %d-d data (%d spatial dimensions)" % (layout, nsp + 2, nsp))
+    return layout in CHANNEL_LAST
 
 
-def _masked_load(buf, lead, pos, extents):
-    """buf[lead + pos] with positions outside [0, extent) reading as zero: (value, in_bounds)."""
+def _nc(n, c, spatial, last):
+    """(n, c, *spatial) in the layout's axis order: shapes and loop indices alike."""
+    return (n,) + tuple(spatial) + (c,) if last else (n, c) + tuple(spatial)
+
+
+def _split_nc(values, last):
+    """Inverse of ``_nc``: (n, c, spatial)."""
+    return (values[0], values[-1], tuple(values[1:-1])) if last else (values[0], values[1], tuple(values[2:]))
+
+
+def _masked_load(buf, lead, pos, extents, last=False):
+    """buf at (n, c) = ``lead`` and spatial ``pos``, positions outside [0, extent) reading as zero:
+    (value, in_bounds)."""
     conds = [E.Call("and", (E.cmp("ge", p, _c(0)), E.cmp("lt", p, _c(n)))) for p, n in zip(pos, extents)]
-    idx = list(lead) + [E.clamp_index(p, n) for p, n in zip(pos, extents)]
-    return buf.load(idx), _and(*conds)
+    idx = _nc(lead[0], lead[1], [E.clamp_index(p, n) for p, n in zip(pos, extents)], last)
+    return buf.load(list(idx)), _and(*conds)
+
+
+def _to_channel_first(b, v, ndim):
+    return b.op("transpose", v, axes=(0, ndim - 1) + tuple(range(1, ndim - 1)))
+
+
+def _to_channel_last(b, v, ndim):
+    return b.op("transpose", v, axes=(0,) + tuple(range(2, ndim)) + (1,))
+
+
+def _channel_first_reference(fn):
+    """A channel-first numpy reference that also takes channel-last data and weight
+    (tests only): both move their last axis to 1, the result moves it back."""
+    def ref(params, x, w=None, *rest):
+        last = params.get("layout") in CHANNEL_LAST
+        if last:
+            x = np.moveaxis(x, -1, 1)
+            w = None if w is None else np.moveaxis(w, -1, 1)
+        out = fn(params, *((x,) if w is None else (x, w) + rest))
+        return np.ascontiguousarray(np.moveaxis(out, 1, -1)) if last else out
+    return ref
 
 
 def _zero(dtype):
@@ -71,7 +119,7 @@ CONV_SCHEMA = {
     "kernel": P.Tuple(), "stride": P.Tuple(()), "dilate": P.Tuple(()), "pad": P.Tuple(()),
     "num_filter": P.Int(), "num_group": P.Int(1), "workspace": P.Int(1024), "no_bias": P.Bool(False),
     "cudnn_tune": P.Str(None, choices=(None, "off", "limited_workspace", "fastest")),
-    "cudnn_off": P.Bool(False), "layout": P.Str(None),
+    "cudnn_off": P.Bool(False), "layout": P.Str(None, choices=(None,) + CHANNEL_FIRST + CHANNEL_LAST),
 }
 
 
@@ -90,8 +138,9 @@ def _conv_inputs(params):
 
 def _checked_inputs(params, ins, weight_channels):
     """Checks Convolution and Deconvolution share, and their weight and bias shapes
-    (``weight_channels(channels, filters, groups)`` gives the weight's first two sizes).
-    Returns (input shapes, (k, s, d, p, filters)), the geometry None while data is unknown."""
+    (``weight_channels(channels, filters, groups)`` gives the weight's first two sizes, the
+    second one last for channel-last layouts). Returns (input shapes, (k, s, d, p, filters,
+    data spatial sizes, channel-last)), the geometry None while data is unknown."""
     x = ins[0]
     new = list(ins)
     if not known(x):
@@ -99,27 +148,32 @@ def _checked_inputs(params, ins, weight_channels):
     nsp = len(params["kernel"])
     if len(x) != nsp + 2:
         raise InferError("data %s must have %d dimensions for kernel %s" % (x, nsp + 2, tuple(params["kernel"])))
-    _check_layout(params, nsp)
+    last = channel_last(params, nsp)
+    _, c, sp = _split_nc(x, last)
     k, s, d, p = conv_geometry(params, nsp)
     f, g = params["num_filter"], params["num_group"]
-    if x[1] % g or f % g:
-        raise InferError("channels %d and num_filter %d must be divisible by num_group %d" % (x[1], f, g))
-    new[1] = unify(ins[1], weight_channels(x[1], f, g) + k)
+    if c % g or f % g:
+        raise InferError("channels %d and num_filter %d must be divisible by num_group %d" % (c, f, g))
+    want = _nc(*weight_channels(c, f, g), k, last)
+    try:
+        new[1] = unify(ins[1], want)
+    except InferError:
+        raise InferError("weight %s must have shape %s for data %s (layout %s)"
+                         % (ins[1], want, x, params.get("layout") or "NC" + "DHW"[3 - nsp:])) from None
     if len(ins) == 3:
         new[2] = unify(ins[2], (f,))
-    return new, (k, s, d, p, f)
+    return new, (k, s, d, p, f, sp, last)
 
 
 def _conv_shape(params, ins, outs):
     new, geometry = _checked_inputs(params, ins, lambda c, f, g: (f, c // g))
     if geometry is None:
         return new, [outs[0]]
-    x = ins[0]
-    k, s, d, p, f = geometry
-    sp = tuple(conv_out_size(n, kk, ss, dd, pp) for n, kk, ss, dd, pp in zip(x[2:], k, s, d, p))
+    k, s, d, p, f, isp, last = geometry
+    sp = tuple(conv_out_size(n, kk, ss, dd, pp) for n, kk, ss, dd, pp in zip(isp, k, s, d, p))
     if any(o <= 0 for o in sp):
-        raise InferError("kernel %s (dilate %s) is larger than padded input %s" % (k, d, x[2:]))
-    return new, [unify((x[0], f) + sp, outs[0])]
+        raise InferError("kernel %s (dilate %s) is larger than padded input %s" % (k, d, isp))
+    return new, [unify(_nc(ins[0][0], f, sp, last), outs[0])]
 
 
 def _conv_setup(params, data_shape, filters):
@@ -182,7 +236,9 @@ def _np_conv(params, x, w, bias=None):
     return out.astype(x.dtype)
 
 
-register(OpDef("_convolution_direct", kind="opaque", inputs=_conv_inputs, schema=CONV_SCHEMA, shape=_conv_shape,
+# channel-first only: a reference lowering, so its schema has no layout
+register(OpDef("_convolution_direct", kind="opaque", inputs=_conv_inputs,
+               schema={key: v for key, v in CONV_SCHEMA.items() if key != "layout"}, shape=_conv_shape,
                lower=_conv_lower, gradient=_conv_grad, reference=_np_conv, hint="convolution"))
 
 GEOM_SCHEMA = {"kernel": P.Tuple(), "stride": P.Tuple(()), "dilate": P.Tuple(()), "pad": P.Tuple(()),
@@ -245,7 +301,7 @@ POOL_SCHEMA = {
     "global_pool": P.Bool(False), "cudnn_off": P.Bool(False),
     "pooling_convention": P.Str("valid", choices=("valid", "full", "same")),
     "stride": P.Tuple(()), "pad": P.Tuple(()), "p_value": P.OptInt(None),
-    "count_include_pad": P.Bool(None), "layout": P.Str(None),
+    "count_include_pad": P.Bool(None), "layout": P.Str(None, choices=(None,) + CHANNEL_FIRST + CHANNEL_LAST),
 }
 
 
@@ -279,13 +335,14 @@ def _pool_shape(params, ins, outs):
         return [x], [outs[0]]
     if len(x) < 3 or len(x) > 5:
         raise InferError("Pooling needs 3-d to 5-d data, got %s" % (x,))
-    _check_layout(params, len(x) - 2)
+    last = channel_last(params, len(x) - 2)
     if params["pool_type"] == "lp":
         raise NotImplementedError("Pooling with pool_type='lp'")
     if params["pooling_convention"] == "same":
         raise NotImplementedError("Pooling with pooling_convention='same'")
-    _, _, _, osp = pool_geometry(params, x[2:])
-    return [x], [unify(tuple(x[:2]) + osp, outs[0])]
+    n, c, sp = _split_nc(x, last)
+    _, _, _, osp = pool_geometry(params, sp)
+    return [x], [unify(_nc(n, c, osp, last), outs[0])]
 
 
 def _window(o, kk, s, p):
@@ -310,18 +367,21 @@ def _pool_divisor(params, o, k, s, p, spatial, dtype):
 
 def _pool_lower(params, ins, outs):
     x, out = ins[0], outs[0]
-    k, s, p, _ = pool_geometry(params, x.shape[2:])
+    last = channel_last(params, x.ndim - 2)
+    sp = _split_nc(x.shape, last)[2]
+    k, s, p, _ = pool_geometry(params, sp)
     kind = params["pool_type"]
     rv = E.fresh_vars(len(k), "r")
 
-    def body(n, c, *o):
-        xv, ok = _masked_load(x, [n, c], _window(o, rv, s, p), x.shape[2:])
+    def body(*idx):
+        n, c, o = _split_nc(idx, last)
+        xv, ok = _masked_load(x, [n, c], _window(o, rv, s, p), sp, last)
         if kind == "max":
             low = E.const(-np.inf if E.is_float(x.dtype) else np.iinfo(x.dtype).min, x.dtype)
             return E.Reduce("max", rv, k, E.select(ok, xv, low))
         total = E.Reduce("sum", rv, k, E.select(ok, xv, _zero(x.dtype)))
         if kind == "avg":
-            return total / _pool_divisor(params, o, k, s, p, x.shape[2:], x.dtype)
+            return total / _pool_divisor(params, o, k, s, p, sp, x.dtype)
         return total
     return [compute(out, body)]
 
@@ -359,7 +419,7 @@ def _np_pool(params, x):
 
 
 register(OpDef("Pooling", kind="opaque", schema=POOL_SCHEMA, shape=_pool_shape, lower=_pool_lower,
-               gradient=_pool_grad, reference=_np_pool))
+               gradient=_pool_grad, reference=_channel_first_reference(_np_pool)))
 
 
 def _pool_bwd_shape(params, ins, outs):
@@ -373,20 +433,23 @@ def _pool_bwd_lower(params, ins, outs):
     avg divides by the window's divisor; sum passes it through."""
     og, x, y = ins
     out = outs[0]
-    k, s, p, osp = pool_geometry(params, x.shape[2:])
+    last = channel_last(params, x.ndim - 2)
+    sp = _split_nc(x.shape, last)[2]
+    k, s, p, osp = pool_geometry(params, sp)
     kind = params["pool_type"]
     rv = E.fresh_vars(len(k), "r")
 
-    def body(n, c, *i):
+    def body(*idx):
+        n, c, i = _split_nc(idx, last)
         conds, o = [], []
         for ii, ki, si, pi, on in zip(i, rv, s, p, osp):
             t = ii + _c(pi) - ki
             conds += [E.cmp("ge", t, _c(0)), E.cmp("eq", t % _c(si), _c(0)), E.cmp("lt", t // _c(si), _c(on))]
             o.append(E.clamp_index(t // _c(si), on))
-        g = og.load([n, c] + o)
+        g = og.load(list(_nc(n, c, o, last)))
         if kind == "max":
             inner = E.fresh_vars(len(k), "w")
-            xv, ok = _masked_load(x, [n, c], _window(o, inner, s, p), x.shape[2:])
+            xv, ok = _masked_load(x, [n, c], _window(o, inner, s, p), sp, last)
             low = E.const(-np.inf if E.is_float(x.dtype) else np.iinfo(x.dtype).min, x.dtype)
             first = E.Reduce("argmax", inner, k, E.select(ok, xv, low), dtype=I64)
             mine = _c(0)
@@ -394,7 +457,7 @@ def _pool_bwd_lower(params, ins, outs):
                 mine = mine * _c(kk) + ki
             g = E.select(E.cmp("eq", first, mine), g, _zero(og.dtype))
         elif kind == "avg":
-            g = g / _pool_divisor(params, o, k, s, p, x.shape[2:], og.dtype)
+            g = g / _pool_divisor(params, o, k, s, p, sp, og.dtype)
         return E.Reduce("sum", rv, k, E.select(_and(*conds), g, _zero(og.dtype)))
     return [compute(out, body)]
 
@@ -757,6 +820,9 @@ def _add_bias(b, y, bias):
 def _conv_expand(b, inputs, params):
     x, w = inputs[0], inputs[1]
     nsp = len(params["kernel"])
+    last = channel_last(params, nsp)
+    if last:
+        x, w = _to_channel_first(b, x, nsp + 2), _to_channel_first(b, w, nsp + 2)
     if _pointwise(params):
         cols = x
         for _ in range(nsp):  # (N, C, 1.., *spatial): a view, the planner aliases it
@@ -764,30 +830,49 @@ def _conv_expand(b, inputs, params):
     else:
         cols = b.op("_im2col", x, **_geo(params))
     y = b.op("_conv_fwd_gemm", w, cols, num_group=params["num_group"])
-    return [_add_bias(b, y, inputs[2]) if len(inputs) == 3 else y]
+    y = _add_bias(b, y, inputs[2]) if len(inputs) == 3 else y
+    return [_to_channel_last(b, y, nsp + 2) if last else y]
 
 
 def _transpose01(b, v, nsp):
     return b.op("transpose", v, axes=(1, 0) + tuple(range(2, 2 + nsp)))
 
 
+def _channel_first_operands(b, node, og):
+    """Data, weight and head gradient of a (De)Convolution node, transposed to channel-first
+    when the node is channel-last: the gradients below are written for channel-first."""
+    nsp = len(node.params["kernel"])
+    vals = (node.inputs[0], node.inputs[1], og)
+    if channel_last(node.params, nsp):
+        vals = tuple(_to_channel_first(b, v, nsp + 2) for v in vals)
+    return vals
+
+
+def _layout_grads(b, node, og, dx, dw):
+    """Channel-first data and weight gradients back in the node's layout, plus the bias
+    gradient (the head gradient ``og`` summed over every axis but channels)."""
+    nsp = len(node.params["kernel"])
+    last = channel_last(node.params, nsp)
+    grads = [_to_channel_last(b, v, nsp + 2) for v in (dx, dw)] if last else [dx, dw]
+    if len(node.inputs) == 3:
+        channel = nsp + 1 if last else 1
+        grads.append(b.op("sum", og, axis=tuple(i for i in range(nsp + 2) if i != channel)))
+    return grads
+
+
 def _conv_gemm_grad(b, node, ogs):
-    x, w = node.inputs[0], node.inputs[1]
-    og = ogs[0]
+    x, w, og = _channel_first_operands(b, node, ogs[0])
     p = node.params
     nsp = len(p["kernel"])
     g = p["num_group"]
     dx = b.op("_col2im", b.op("_conv_dcols_gemm", w, og, num_group=g), x, **_geo(p))
     cols_t = b.op("_im2col", x, batch_major=False, **_geo(p))
     dw = b.op("_conv_wgrad_gemm", _transpose01(b, og, nsp), cols_t, num_group=g)
-    grads = [dx, dw]
-    if len(node.inputs) == 3:
-        grads.append(b.op("sum", og, axis=(0,) + tuple(range(2, 2 + nsp))))
-    return grads
+    return _layout_grads(b, node, ogs[0], dx, dw)
 
 
 register(OpDef("Convolution", kind="composite", inputs=_conv_inputs, schema=CONV_SCHEMA, shape=_conv_shape,
-               expand=_conv_expand, gradient=_conv_gemm_grad, reference=_np_conv,
+               expand=_conv_expand, gradient=_conv_gemm_grad, reference=_channel_first_reference(_np_conv),
                doc="im2col + GEMM per group (bias and activation fuse as the GEMM's epilogue)."))
 
 
@@ -801,12 +886,12 @@ def _deconv_shape(params, ins, outs):
     if geometry is None:
         return new, [outs[0]]
     x = ins[0]
-    k, s, d, _, f = geometry
-    p, a = _deconv_pads(params, x[2:])
-    sp = tuple(deconv_out_size(n, kk, ss, dd, pp, aa) for n, kk, ss, dd, pp, aa in zip(x[2:], k, s, d, p, a))
+    k, s, d, _, f, isp, last = geometry
+    p, a = _deconv_pads(params, isp)
+    sp = tuple(deconv_out_size(n, kk, ss, dd, pp, aa) for n, kk, ss, dd, pp, aa in zip(isp, k, s, d, p, a))
     if any(o <= 0 for o in sp):
         raise InferError("output size %s is not positive for input %s (pad %s)" % (sp, x, p))
-    return new, [unify((x[0], f) + sp, outs[0])]
+    return new, [unify(_nc(x[0], f, sp, last), outs[0])]
 
 
 def _deconv_attrs(params):
@@ -815,15 +900,19 @@ def _deconv_attrs(params):
 
 def _deconv_expand(b, inputs, params):
     x, w = inputs[0], inputs[1]
+    nsp = len(params["kernel"])
+    last = channel_last(params, nsp)
+    if last:
+        x, w = _to_channel_first(b, x, nsp + 2), _to_channel_first(b, w, nsp + 2)
     dcols = b.op("_conv_dcols_gemm", w, x, num_group=params["num_group"])
     y = b.op("_col2im_deconv", dcols, **_deconv_attrs(params))
-    return [_add_bias(b, y, inputs[2]) if len(inputs) == 3 else y]
+    y = _add_bias(b, y, inputs[2]) if len(inputs) == 3 else y
+    return [_to_channel_last(b, y, nsp + 2) if last else y]
 
 
 def _deconv_grad(b, node, ogs):
     """dx = Convolution(grad, W) at x's positions; dW[c, f] = sum x[n, c, o] * cols(grad)[n, f, k, o]."""
-    x, w = node.inputs[0], node.inputs[1]
-    og = ogs[0]
+    x, w, og = _channel_first_operands(b, node, ogs[0])
     p = node.params
     nsp = len(p["kernel"])
     g = p["num_group"]
@@ -831,10 +920,7 @@ def _deconv_grad(b, node, ogs):
     dx = b.op("_conv_fwd_gemm", w, b.op("_im2col_like", og, x, **attrs), num_group=g)
     cols_t = b.op("_im2col_like", og, x, batch_major=False, **attrs)
     dw = b.op("_conv_wgrad_gemm", _transpose01(b, x, nsp), cols_t, num_group=g)
-    grads = [dx, dw]
-    if len(node.inputs) == 3:
-        grads.append(b.op("sum", og, axis=(0,) + tuple(range(2, 2 + nsp))))
-    return grads
+    return _layout_grads(b, node, ogs[0], dx, dw)
 
 
 def _np_deconv(params, x, w, bias=None):
@@ -863,5 +949,5 @@ def _np_deconv(params, x, w, bias=None):
 
 
 register(OpDef("Deconvolution", kind="composite", inputs=_conv_inputs, schema=DECONV_SCHEMA, shape=_deconv_shape,
-               expand=_deconv_expand, gradient=_deconv_grad, reference=_np_deconv,
+               expand=_deconv_expand, gradient=_deconv_grad, reference=_channel_first_reference(_np_deconv),
                doc="Transposed convolution: Convolution's data gradient (W^T GEMM + col2im) as forward."))

@@ -250,6 +250,55 @@ _register("adam_update", ("weight", "grad", "mean", "var"),
           "Adam without bias correction (the optimiser folds it into lr); outputs (weight, mean, var).")
 
 
+
+# ---- AdamW (MXNet 1.9's contrib ``adamw_update``: decoupled weight decay) ----
+def _finite(x):
+    """x - x is 0 for finite x and NaN for inf/NaN, so the comparison is false exactly there."""
+    return E.cmp("eq", x - x, E.const(0.0, x.dtype))
+
+
+def _adamw(p, w, g, m, v, rescale):
+    """A non-finite ``rescale_grad`` (a loss scaler's overflow signal) skips the step: every
+    output keeps its input, as in MXNet."""
+    gr = _clip(g * rescale, p["clip_gradient"])
+    mean = m * p["beta1"] + gr * (1.0 - p["beta1"])
+    var = v * p["beta2"] + gr * gr * (1.0 - p["beta2"])
+    new = w - (mean * p["lr"] / (E.call("sqrt", var) + p["epsilon"]) + w * p["wd"]) * p["eta"]
+    ok = _finite(rescale)
+    return [E.select(ok, new, w), E.select(ok, mean, m), E.select(ok, var, v)]
+
+
+def _np_adamw(p, w, g, m, v, rescale):
+    if not np.all(np.isfinite(rescale)):
+        return [w, m, v]
+    gr = _np_clip(rescale * g, p["clip_gradient"])
+    mean = p["beta1"] * m + (1 - p["beta1"]) * gr
+    var = p["beta2"] * v + (1 - p["beta2"]) * gr * gr
+    return [w - p["eta"] * (p["lr"] * mean / (np.sqrt(var) + p["epsilon"]) + p["wd"] * w), mean, var]
+
+
+def _mp_adamw(p, w, g, m, v, w32, rescale):
+    res = _adamw(p, w32, g, m, v, rescale)
+    return res + [res[0]]
+
+
+def _np_mp_adamw(p, w, g, m, v, w32, rescale):
+    res = _np_adamw(p, *[np.asarray(x, np.float64) for x in (w32, g, m, v, rescale)])
+    return (res[0].astype(w.dtype),) + tuple(r.astype(np.float32) for r in res[1:]) + (res[0].astype(np.float32),)
+
+
+ADAMW = {"lr": P.Float(), "eta": P.Float(), "beta1": P.Float(0.9), "beta2": P.Float(0.999),
+         "epsilon": P.Float(1e-8), "wd": P.Float(0.0), "clip_gradient": P.Float(-1.0)}
+_register_op("_adamw_update", ("weight", "grad", "mean", "var", "rescale_grad"), ADAMW, _adamw,
+             _np_ref(_np_adamw, 5), ("weight", "mean", "var"),
+             "AdamW step: w -= eta * (lr * mean / (sqrt(var) + epsilon) + wd * w), gradient scaled by the "
+             "(1,)-array rescale_grad; a non-finite rescale_grad skips the step. Outputs (weight, mean, var).",
+             scalar_inputs=(4,), hp_keys=("lr", "eta", "wd"))
+_register_op("_mp_adamw_update", ("weight", "grad", "mean", "var", "weight32", "rescale_grad"), ADAMW,
+             _mp_adamw, _np_mp_adamw, ("weight", "mean", "var", "weight32"),
+             "_adamw_update on a float32 master copy; outputs (weight, mean, var, weight32).",
+             f32_inputs=(2, 3, 4, 5), f32_outputs=(1, 2, 3), scalar_inputs=(5,), hp_keys=("lr", "eta", "wd"))
+
 # ---- RMSProp ----
 def _rmsprop(p, w, g, n):
     gr = _clip(g * p["rescale_grad"] + w * p["wd"], p["clip_gradient"])
@@ -462,4 +511,5 @@ _register_lamb()
 UPDATE_OPS = ("sgd_update", "sgd_mom_update", "nag_mom_update", "mp_sgd_update", "mp_sgd_mom_update",
               "mp_nag_mom_update", "adam_update", "rmsprop_update", "rmspropalex_update", "ftrl_update",
               "signsgd_update", "signum_update", "lamb_update_phase1", "lamb_update_phase2",
-              "mp_lamb_update_phase1", "mp_lamb_update_phase2", "ftml_update")
+              "mp_lamb_update_phase1", "mp_lamb_update_phase2", "ftml_update", "_adamw_update",
+              "_mp_adamw_update")

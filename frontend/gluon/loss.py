@@ -150,10 +150,29 @@ class KLDivLoss(Loss):
 
 
 class CTCLoss(Loss):
-    """Connectionist temporal classification: needs the CTC operator, which kiln lacks."""
+    """Connectionist temporal classification over activations ``pred`` (softmax applied
+    inside) in ``layout`` 'NTC' or 'TNC', against labels in ``label_layout`` 'NT' or 'TN',
+    padded with -1 unless ``label_lengths`` is given. The blank is the last class, as in
+    MXNet. Returns the per-sample loss (batch,), not averaged; ``pred_lengths`` and
+    ``label_lengths`` (batch,) are optional."""
 
     def __init__(self, layout="NTC", label_layout="NT", weight=None, **kwargs):
-        raise NotImplementedError("gluon.loss.CTCLoss: the CTCLoss operator is not implemented in kiln yet")
+        if layout not in ("NTC", "TNC"):
+            raise MXNetError("CTCLoss: layout must be 'NTC' or 'TNC' (pred), got %r" % (layout,))
+        if label_layout not in ("NT", "TN"):
+            raise MXNetError("CTCLoss: label_layout must be 'NT' or 'TN', got %r" % (label_layout,))
+        self._layout = layout
+        super().__init__(weight, label_layout.find("N"), **kwargs)
+
+    def hybrid_forward(self, F, pred, label, pred_lengths=None, label_lengths=None, sample_weight=None):
+        if self._layout == "NTC":
+            pred = F.swapaxes(pred, 0, 1)
+        if self._batch_axis == 1:
+            label = F.swapaxes(label, 0, 1)
+        inputs = [x for x in (pred, label, pred_lengths, label_lengths) if x is not None]
+        loss = F.CTCLoss(*inputs, use_data_lengths=pred_lengths is not None,
+                         use_label_lengths=label_lengths is not None, blank_label="last")
+        return _apply_weighting(F, loss, self._weight, sample_weight)
 
 
 class HuberLoss(Loss):

@@ -21,7 +21,7 @@ def array(source_array, ctx=None, dtype=None):
     if isinstance(source_array, NDArray):
         dtype = dtype or source_array.dtype
         source_array = source_array.asnumpy()
-    data = np.array(source_array, dtype=np.dtype(dtype or _DEFAULT_DTYPE))
+    data = np.array(source_array, dtype=np.dtype(dtype or _DEFAULT_DTYPE), order="C")
     return NDArray(data, _ctx(ctx))
 
 
@@ -220,3 +220,6 @@ greater = _compare("broadcast_greater", "_greater_scalar", "_lesser_scalar")
 greater_equal = _compare("broadcast_greater_equal", "_greater_equal_scalar", "_lesser_equal_scalar")
 lesser = _compare("broadcast_lesser", "_lesser_scalar", "_greater_scalar")
 lesser_equal = _compare("broadcast_lesser_equal", "_lesser_equal_scalar", "_greater_equal_scalar")
+
+
+from . import contrib  # noqa: F401,E402  (mx.nd.contrib, built from the operators above)

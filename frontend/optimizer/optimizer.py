@@ -12,8 +12,8 @@ step-dependent numbers passed as (1,) arrays so no step compiles a new kernel.
 Differences from MXNet, on purpose: ``Updater.get_states``/``set_states`` use a
 pickle-free format (JSON header + MXNet's NDArray file format) instead of pickle, so
 loading a states file never runs code (MXNet's pickled state files cannot be read);
-MXNet's aggregated ``multi_*`` updates are not used (``aggregate_num = 0``: one call
-per parameter, the same numbers); ``AdaDelta`` does not scale the caller's gradient
+``AdamW`` is MXNet 2.0's (1.9.1 has only its operator); MXNet's aggregated ``multi_*``
+updates are not used (``aggregate_num = 0``: one call per parameter, the same numbers); ``AdaDelta`` does not scale the caller's gradient
 array in place as MXNet 1.9 does (``grad *= rescale_grad``); RMSProp, AdaGrad, AdaDelta
 and Ftrl create their states in the weight's dtype (MXNet makes them float32 whatever
 the weight, so float64 or plain float16 weights fail there).
@@ -37,7 +37,7 @@ from ..ndarray.ndarray import invoke as _invoke
 from .. import lr_scheduler as _lr_scheduler
 from ..compiler.ops.optimizer import HP_FORMS
 
-__all__ = ["Optimizer", "SGD", "NAG", "Adam", "RMSProp", "AdaGrad", "AdaDelta", "Adamax", "Nadam", "Ftrl",
+__all__ = ["Optimizer", "SGD", "NAG", "Adam", "AdamW", "RMSProp", "AdaGrad", "AdaDelta", "Adamax", "Nadam", "Ftrl",
            "Signum", "LAMB", "FTML", "DCASGD", "SGLD", "ccSGD", "Test", "Updater", "create", "get_updater",
            "register"]
 
@@ -375,6 +375,36 @@ class Adam(Optimizer):
         kwargs.update(beta1=self.beta1, beta2=self.beta2, epsilon=self.epsilon, lr=lr, wd=wd)
         mean, var = state
         _update_op("adam_update", [weight, grad, mean, var], [weight, mean, var], kwargs)
+
+
+@register
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): w -= lr_t * (m / (sqrt(v) + eps) + wd * w).
+
+    MXNet 1.9.1 ships only the ``adamw_update`` operator; this is MXNet 2.0's optimiser over
+    it (eta carries the bias-corrected learning rate, ``correct_bias`` as there)."""
+
+    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-6, correct_bias=True, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.correct_bias = correct_bias
+
+    def create_state(self, index, weight):
+        return (_zeros_like(weight), _zeros_like(weight))
+
+    def update(self, index, weight, grad, state):
+        lr, wd = self._begin(index, weight, grad)
+        if self.correct_bias:
+            t = self._index_update_count[index]
+            lr *= math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
+        kwargs = {"beta1": self.beta1, "beta2": self.beta2, "epsilon": self.epsilon, "lr": 1.0, "eta": lr, "wd": wd}
+        if self.clip_gradient:
+            kwargs["clip_gradient"] = self.clip_gradient
+        mean, var = state
+        _update_op("_adamw_update", [weight, grad, mean, var, _scalar(self.rescale_grad, weight)],
+                   [weight, mean, var], kwargs)
 
 
 @register

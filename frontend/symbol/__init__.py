@@ -36,3 +36,33 @@ minimum = _scalar_or_symbol("_Minimum", "_MinimumScalar")
 power = _scalar_or_symbol("_Power", "_PowerScalar", "_rpower_scalar")
 pow = power  # noqa: A001
 hypot = _scalar_or_symbol("_Hypot", "_HypotScalar")
+
+
+def zeros(shape, dtype=None, **kwargs):
+    return _create("_zeros", [], dict(kwargs, shape=shape, dtype=dtype or "float32"))
+
+
+def ones(shape, dtype=None, **kwargs):
+    return _create("_ones", [], dict(kwargs, shape=shape, dtype=dtype or "float32"))
+
+
+def full(shape, val, dtype=None, **kwargs):
+    return _create("_full", [], dict(kwargs, shape=shape, value=val, dtype=dtype or "float32"))
+
+
+def arange(start, stop=None, step=1.0, repeat=1, infer_range=False, name=None, dtype=None):
+    # MXNet writes an absent stop as "None" in the graph's JSON
+    return _create("_arange", [], dict(start=start, stop="None" if stop is None else stop, step=step, repeat=repeat, infer_range=infer_range,
+                                       dtype=dtype or "float32"), name=name)
+
+
+def eye(N, M=0, k=0, dtype=None, **kwargs):
+    return _create("_eye", [], dict(kwargs, N=N, M=M, k=k, dtype=dtype or "float32"))
+
+
+def linspace(start, stop, num, endpoint=True, name=None, dtype=None):
+    return _create("_linspace", [], dict(start=start, stop=stop, num=num, endpoint=endpoint,
+                                         dtype=dtype or "float32"), name=name)
+
+
+from . import contrib  # noqa: F401,E402  (mx.sym.contrib, built from the operators above)

@@ -432,7 +432,9 @@ def _create(fname, args, kwargs, name=None, attr=None):
 
 
 def positional_attrs(op, values, given, fname):
-    """Map positional non-array arguments onto the schema in declaration order (MXNet's signatures)."""
+    """Map positional non-array arguments onto the schema in declaration order (MXNet's signatures).
+    A positional None stands for an absent optional input (``F.CTCLoss(x, y, None, None)``)."""
+    values = [v for v in values if v is not None]
     free = [k for k in op.schema if k not in given and k != op.num_args_key]
     if len(values) > len(free):
         raise TypeError("operator %s takes %d attribute arguments (%s), got %d positional ones"

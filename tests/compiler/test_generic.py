@@ -154,6 +154,7 @@ CASES = {
     "_backward_tile": lambda r, s: ([f(r, (2 * s[0], s[1], 3 * s[2])), f(r, s)], {"reps": (2, 1, 3)}),
     "_backward_Pad": lambda r, s: ([f(r, (s[0], s[1], s[2] + 3, 4)), f(r, s + (3,))],
                                    {"mode": "constant", "pad_width": (0, 0, 0, 0, 1, 2, 0, 1)}),
+    "_backward_GridGenerator": lambda r, s: ([f(r, (s[0], 2, s[1], s[2]))], {"transform_type": "warp"}),
 }
 # ops whose inputs do not survive a size-1 or size-0 axis (the planner then refuses, or the
 # inputs are invalid): which base axis gets the 1 / the 0

@@ -174,3 +174,57 @@ def test_hp_form_checks_vector():
         mx.nd._sgd_update_hp(w, w, mx.nd.array([0.1, 0.0], dtype="float64"), out=w)
     with pytest.raises(MXNetError, match="hyper-parameter"):
         mx.nd._sgd_update_hp(w, w, mx.nd.array([0.1, 0.0, 1.0]), out=w)  # float32, not float64
+
+
+# ---- AdamW (contrib adamw_update): rescale_grad is a (1,) array; non-finite skips the step ----
+ADAMW = dict(lr=0.1, eta=0.5, wd=0.1, clip_gradient=0.8, beta1=0.8, beta2=0.9, epsilon=1e-3)
+
+
+@pytest.mark.parametrize("rescale", [2.0, 0.5])
+def test_adamw_forward_matches_reference(rescale):
+    arrs = _inputs(2, True, seed=4) + [np.array([rescale], np.float32)]
+    check_forward("_adamw_update", arrs, ADAMW, rtol=1e-5, atol=1e-6)
+
+
+def test_adamw_hand_values_and_in_place_states():
+    """Values checked against MXNet 1.9.1's mx.nd.contrib.adamw_update on the same inputs."""
+    w, g = mx.nd.array([1.0, 2.0]), mx.nd.array([0.5, -1.0])
+    m, v = mx.nd.array([0.1, 0.2]), mx.nd.array([0.3, 0.1])
+    res = mx.nd.contrib.adamw_update(w, g, m, v, 2.0, lr=0.1, eta=0.5, wd=0.1, clip_gradient=0.8, out=w)
+    assert res is w
+    np.testing.assert_allclose(w.asnumpy(), [0.93448997, 1.88423109], rtol=1e-6)
+    np.testing.assert_allclose(m.asnumpy(), [0.17, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(v.asnumpy(), [0.30034003, 0.10053999], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan, -np.inf])
+def test_adamw_non_finite_rescale_skips_the_step(bad):
+    w, g = mx.nd.array([1.0, 2.0]), mx.nd.array([0.5, -1.0])
+    m, v = mx.nd.array([0.1, 0.2]), mx.nd.array([0.3, 0.1])
+    new = mx.nd.contrib.adamw_update(w, g, m, v, bad, lr=0.1, eta=0.5, wd=0.1)
+    assert new is not w
+    for arr, want in ((new, [1.0, 2.0]), (m, [0.1, 0.2]), (v, [0.3, 0.1])):
+        np.testing.assert_array_equal(arr.asnumpy(), np.float32(want))
+
+
+def test_mp_adamw_matches_float32_rule():
+    """MXNet 1.9.1 gives weight32 [0.93267566, 1.9031024], mean [0.19, -0.02] for these inputs."""
+    w16, w32 = mx.nd.array([1.0, 2.0], dtype="float16"), mx.nd.array([1.0, 2.0])
+    g16 = mx.nd.array([0.5, -1.0], dtype="float16")
+    m, v = mx.nd.array([0.1, 0.2]), mx.nd.array([0.3, 0.1])
+    mx.nd.contrib.mp_adamw_update(w16, g16, m, v, w32, 2.0, lr=0.1, eta=0.5, wd=0.1, out=w16)
+    np.testing.assert_allclose(w32.asnumpy(), [0.93267566, 1.9031024], rtol=1e-6)
+    np.testing.assert_allclose(m.asnumpy(), [0.19, -0.02], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(w16.asnumpy(), w32.asnumpy().astype(np.float16))
+
+
+def test_adamw_symbol_takes_number_or_symbol_rescale():
+    names = ["w", "g", "m", "v"]
+    syms = [mx.sym.Variable(n) for n in names]
+    s = mx.sym.contrib.adamw_update(*syms, rescale_grad=2.0, lr=0.1, eta=0.5, name="upd")
+    assert s.list_outputs() == ["upd_weight", "upd_mean", "upd_var"]
+    assert s.list_arguments() == names
+    s2 = mx.sym.contrib.adamw_update(*syms, rescale_grad=mx.sym.Variable("r"), lr=0.1, eta=0.5)
+    assert s2.list_arguments() == names + ["r"]
+    with pytest.raises(MXNetError, match="one value"):
+        mx.nd.contrib.adamw_update(*[mx.nd.ones((2,))] * 4, mx.nd.ones((2,)), lr=0.1, eta=0.5)

@@ -26,6 +26,11 @@ EXTRA = {
     "SoftmaxOutput": lambda r: ([_u(r, 3, 4), np.array([0, 3, 1], dtype="float32")], {}),
     "batch_dot": lambda r: ([_u(r, 3, 4, 2), _u(r, 3, 2, 5)], {}),
     "dot": lambda r: ([_u(r, 3, 4, 2), _u(r, 2, 5)], {}),
+    "BilinearSampler": lambda r: ([_u(r, 2, 3, 4, 5), 1.2 * _u(r, 2, 2, 3, 3)], {}),
+    "GridGenerator": lambda r: ([_u(r, 2, 6)], {"transform_type": "affine", "target_shape": (3, 4)}),
+    "SpatialTransformer": lambda r: ([_u(r, 2, 3, 4, 5), _u(r, 2, 6)],
+                                     {"target_shape": (3, 3), "transform_type": "affine", "sampler_type": "bilinear"}),
+    "CTCLoss": lambda r: ([_u(r, 5, 2, 4), np.array([[1, 2], [3, 0]], dtype="float32")], {}),
 }
 
 

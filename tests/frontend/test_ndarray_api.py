@@ -137,3 +137,17 @@ def test_new_operators_gradient():
     check_gradient("SequenceMask", [rng.uniform(-1, 1, (3, 2, 2)), np.array([1, 3], np.float64)],
                    {"use_sequence_length": True}, grad_nodes=[0])
     check_gradient("smooth_l1", [np.array([-2, -0.5, 0.2, 1.5])], {"scalar": 1.0})
+
+
+def test_array_from_non_contiguous_numpy():
+    """A transposed numpy array is copied into row-major storage (kernels need C order)."""
+    x = np.arange(6.0).reshape(2, 3).T
+    np.testing.assert_array_equal((mx.nd.array(x) + 1).asnumpy(), x + 1)
+
+
+def test_positional_none_is_an_absent_input():
+    """MXNet code passes None for optional inputs: ``F.FullyConnected(x, w, None, 4, no_bias=True)``."""
+    x, w = mx.nd.ones((3, 2)), mx.nd.ones((4, 2))
+    assert mx.nd.FullyConnected(x, w, None, 4, no_bias=True).shape == (3, 4)
+    s = mx.sym.FullyConnected(mx.sym.var("x"), None, None, 4, name="fc")
+    assert s.list_arguments() == ["x", "fc_weight", "fc_bias"]

@@ -52,6 +52,18 @@ def np_adam(w, g, s, t, kw):
     return w - lr * s["m"] / (np.sqrt(s["v"]) + eps)
 
 
+def np_adamw(w, g, s, t, kw):
+    """MXNet 2.0's AdamW: decoupled decay, both terms scaled by the bias-corrected lr."""
+    b1, b2, eps, lr, wd = kw.get("beta1", 0.9), kw.get("beta2", 0.999), kw.get("epsilon", 1e-6), \
+        kw.get("learning_rate", 0.001), kw.get("wd", 0)
+    if kw.get("correct_bias", True):
+        lr = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    g = _clip(kw.get("rescale_grad", 1) * g, kw.get("clip_gradient"))
+    s["m"] = b1 * s.get("m", 0) + (1 - b1) * g
+    s["v"] = b2 * s.get("v", 0) + (1 - b2) * g * g
+    return w - lr * (s["m"] / (np.sqrt(s["v"]) + eps) + wd * w)
+
+
 def np_rmsprop(w, g, s, t, kw):
     g1, g2, eps, lr, wd = kw.get("gamma1", 0.9), kw.get("gamma2", 0.9), kw.get("epsilon", 1e-8), \
         kw.get("learning_rate", 0.001), kw.get("wd", 0)
@@ -164,6 +176,8 @@ CASES = [
     ("sgd", np_sgd, dict(learning_rate=0.1, momentum=0.9, wd=0.01, rescale_grad=0.5, clip_gradient=0.3)),
     ("nag", np_nag, dict(learning_rate=0.1, momentum=0.9, wd=0.01)),
     ("adam", np_adam, dict(learning_rate=0.01, wd=0.01, clip_gradient=0.4)),
+    ("adamw", np_adamw, dict(learning_rate=0.01, wd=0.1, clip_gradient=0.4, rescale_grad=2.0)),
+    ("adamw", np_adamw, dict(learning_rate=0.01, wd=0.01, correct_bias=False, beta1=0.8)),
     ("rmsprop", np_rmsprop, dict(learning_rate=0.01, wd=0.01)),
     ("rmsprop", np_rmsprop, dict(learning_rate=0.01, centered=True, clip_weights=0.9)),
     ("adagrad", np_adagrad, dict(learning_rate=0.1, wd=0.01, clip_gradient=0.5)),
@@ -390,7 +404,7 @@ def test_poly_and_cosine_schedulers():
         mx.lr_scheduler.PolyScheduler(10, base_lr=0.1, warmup_begin_lr=0.5)
 
 
-@pytest.mark.parametrize("name", ["sgd", "adam", "adamax", "nadam", "adagrad", "lamb", "rmsprop"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "adamax", "nadam", "adagrad", "lamb", "rmsprop"])
 def test_schedules_do_not_compile_per_step(name):
     """Changing learning rates (schedules, Adam's bias correction) reach the kernels at run time:
     after the first steps no new imperative program is built."""
@@ -409,7 +423,7 @@ def test_schedules_do_not_compile_per_step(name):
     assert (len(imperative._generic), len(imperative._static)) == before
 
 
-@pytest.mark.parametrize("name", ["rmsprop", "adagrad", "adadelta", "ftrl", "adam", "sgd"])
+@pytest.mark.parametrize("name", ["rmsprop", "adagrad", "adadelta", "ftrl", "adam", "adamw", "sgd"])
 def test_float64_weights(name):
     """States follow the weight's dtype, so float64 training works (and matches the formula)."""
     ref = {c[0]: c[1] for c in CASES}[name]

@@ -71,6 +71,11 @@ LAYERS = {
     "selu": (lambda: nn.SELU(), (2, 3)),
     "gelu": (lambda: nn.GELU(), (2, 3)),
     "swish": (lambda: nn.Swish(1.5), (2, 3)),
+    "layernorm": (lambda: nn.LayerNorm(), (2, 3, 4)),
+    "layernorm_axis1_nocenter": (lambda: nn.LayerNorm(axis=1, center=False), (2, 3, 4)),
+    "groupnorm": (lambda: nn.GroupNorm(2), (2, 4, 3)),
+    "instancenorm": (lambda: nn.InstanceNorm(), (2, 3, 4)),
+    "instancenorm_last_axis_scale": (lambda: nn.InstanceNorm(axis=-1, scale=True), (2, 3, 4)),
     "hybridlambda": (lambda: nn.HybridLambda(lambda F, t: F.relu(t) * 2 - 1), (2, 3)),
     "hybridlambda_str": (lambda: nn.HybridLambda("tanh"), (2, 3)),
 }
@@ -81,6 +86,28 @@ def test_layer_hybrid_equals_imperative(name):
     make, shape = LAYERS[name]
     x = mx.nd.array(RS.uniform(-1, 1, size=shape))
     _compare(make, x)
+
+
+def test_norm_layers_match_mxnet_values():
+    """Outputs and input gradients recorded from MXNet 1.9.1's gluon.nn layers (default init)
+    on x = arange(24).reshape(2, 4, 3) / 10 with head gradient arange(24) % 5."""
+    x = mx.nd.array(np.arange(24, dtype=np.float32).reshape(2, 4, 3) / 10)
+    head = mx.nd.array(np.arange(24, dtype=np.float32).reshape(2, 4, 3) % 5)
+    want = {
+        "layernorm": (nn.LayerNorm(), [-1.2238274, 0.0, 1.2238274], [-0.01832867, 0.0, 0.01832867]),
+        "groupnorm": (nn.GroupNorm(2), [-1.4635992, -0.8781596, -0.2927198], [-5.577049, -1.3947637, 2.7875214]),
+        "instancenorm": (nn.InstanceNorm(), [-1.2238274, 0.0, 1.2238274], [-0.01832962, 0.0, 0.01832962]),
+    }
+    for name, (blk, y0, g0) in want.items():
+        blk.initialize()
+        xx = x.copy()
+        xx.attach_grad()
+        with autograd.record():
+            y = blk(xx)
+        y.backward(head)
+        np.testing.assert_allclose(y.asnumpy()[0, 0], y0, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(xx.grad.asnumpy()[0, 0], g0, rtol=1e-4, atol=1e-5, err_msg=name)
+    assert repr(nn.GroupNorm(2)) == "GroupNorm(eps=1e-05, num_groups=2, center=True, scale=True)"
 
 
 def test_sequential_with_batchnorm_training_updates_running_stats():
@@ -99,11 +126,11 @@ def test_sequential_with_batchnorm_training_updates_running_stats():
     np.testing.assert_array_equal(hyb[1].running_mean.data().asnumpy(), before)
 
 
-def test_embedding_hybrid_equals_imperative():
-    def make():
-        return nn.Embedding(6, 3)
+@pytest.mark.parametrize("sparse_grad", [False, True])
+def test_embedding_hybrid_equals_imperative(sparse_grad):
+    """sparse_grad=True gives the same (dense) gradient: kiln has no row_sparse storage."""
     x = mx.nd.array([[0, 2], [5, 2]])
-    a, b = nn.Embedding(6, 3), nn.Embedding(6, 3)
+    a, b = nn.Embedding(6, 3, sparse_grad=sparse_grad), nn.Embedding(6, 3, sparse_grad=sparse_grad)
     for blk in (a, b):
         blk.initialize()
     b.weight.set_data(a.weight.data())
@@ -117,6 +144,7 @@ def test_embedding_hybrid_equals_imperative():
     np.testing.assert_allclose(ya.asnumpy(), yb.asnumpy())
     np.testing.assert_allclose(a.weight.grad().asnumpy(), b.weight.grad().asnumpy())
     assert b.weight.grad().asnumpy()[2].tolist() == [2.0, 2.0, 2.0]
+    assert b.weight.grad().asnumpy()[1].tolist() == [0.0, 0.0, 0.0]
 
 
 def test_dropout_training_through_hybridized_block():

@@ -1,4 +1,5 @@
-"""Basic layers: containers, Dense, Dropout, BatchNorm, Embedding, Flatten, Lambda."""
+"""Basic layers: containers, Dense, Dropout, BatchNorm, Layer/Group/InstanceNorm, Embedding, Flatten, Lambda."""
+import logging
 import warnings
 
 import numpy as np
@@ -8,8 +9,10 @@ from ..block import Block, HybridBlock
 from ..parameter import _indent
 from .activations import Activation
 
-__all__ = ["Sequential", "HybridSequential", "Dense", "Dropout", "BatchNorm", "Embedding", "Flatten",
-           "Lambda", "HybridLambda"]
+_log = logging.getLogger(__name__)
+
+__all__ = ["Sequential", "HybridSequential", "Dense", "Dropout", "BatchNorm", "LayerNorm", "GroupNorm",
+           "InstanceNorm", "Embedding", "Flatten", "Lambda", "HybridLambda"]
 
 
 def _container_repr(self):
@@ -175,14 +178,82 @@ class BatchNorm(HybridBlock):
                                                             ch=in_channels if in_channels else None)
 
 
+class _Norm(HybridBlock):
+    """LayerNorm / GroupNorm / InstanceNorm: gamma and beta, deferred to the first input
+    unless their size is known; ``scale``/``center`` False freeze them (grad_req 'null')."""
+
+    def __init__(self, kwargs, size, center, scale, beta_initializer, gamma_initializer, **block_kwargs):
+        super().__init__(**block_kwargs)
+        self._kwargs = kwargs
+        self.gamma = self.params.get("gamma", grad_req="write" if scale else "null", shape=(size,),
+                                     init=gamma_initializer, allow_deferred_init=True)
+        self.beta = self.params.get("beta", grad_req="write" if center else "null", shape=(size,),
+                                    init=beta_initializer, allow_deferred_init=True)
+
+    def __repr__(self):
+        content = ", ".join("=".join([k, v.__repr__()]) for k, v in self._kwargs.items())
+        return "{name}({content}, in_channels={ch})".format(name=self.__class__.__name__, content=content,
+                                                            ch=self.gamma.shape[0])
+
+
+class LayerNorm(_Norm):
+    """Normalises over ``axis`` (the last by default) per sample; gamma/beta along that axis."""
+
+    def __init__(self, axis=-1, epsilon=1e-5, center=True, scale=True, beta_initializer="zeros",
+                 gamma_initializer="ones", in_channels=0, **kwargs):
+        super().__init__({"eps": epsilon, "axis": axis, "center": center, "scale": scale}, in_channels, center,
+                         scale, beta_initializer, gamma_initializer, **kwargs)
+        self._axis, self._epsilon = axis, epsilon
+
+    def hybrid_forward(self, F, data, gamma, beta):
+        return F.LayerNorm(data, gamma=gamma, beta=beta, axis=self._axis, eps=self._epsilon)
+
+
+class GroupNorm(_Norm):
+    """Normalises each group of channels per sample; gamma/beta have one value per group (MXNet 1.x)."""
+
+    def __init__(self, num_groups=1, epsilon=1e-5, center=True, scale=True, beta_initializer="zeros",
+                 gamma_initializer="ones", **kwargs):
+        super().__init__({"eps": epsilon, "num_groups": num_groups, "center": center, "scale": scale}, num_groups,
+                         center, scale, beta_initializer, gamma_initializer, **kwargs)
+        self._num_groups, self._epsilon = num_groups, epsilon
+
+    def __repr__(self):
+        content = ", ".join("=".join([k, v.__repr__()]) for k, v in self._kwargs.items())
+        return "{name}({content})".format(name=self.__class__.__name__, content=content)
+
+    def hybrid_forward(self, F, data, gamma, beta):
+        return F.GroupNorm(data, gamma=gamma, beta=beta, num_groups=self._num_groups, eps=self._epsilon)
+
+
+class InstanceNorm(_Norm):
+    """Normalises each (sample, channel) over its spatial positions; ``axis`` names the channel axis."""
+
+    def __init__(self, axis=1, epsilon=1e-5, center=True, scale=False, beta_initializer="zeros",
+                 gamma_initializer="ones", in_channels=0, **kwargs):
+        super().__init__({"eps": epsilon, "axis": axis, "center": center, "scale": scale}, in_channels, center,
+                         scale, beta_initializer, gamma_initializer, **kwargs)
+        self._axis, self._epsilon = axis, epsilon
+
+    def hybrid_forward(self, F, x, gamma, beta):
+        if self._axis == 1:
+            return F.InstanceNorm(x, gamma, beta, name="fwd", eps=self._epsilon)
+        x = x.swapaxes(1, self._axis)
+        return F.InstanceNorm(x, gamma, beta, name="fwd", eps=self._epsilon).swapaxes(1, self._axis)
+
+
 class Embedding(HybridBlock):
-    """Rows of ``weight`` (input_dim x output_dim) picked by integer indices."""
+    """Rows of ``weight`` (input_dim x output_dim) picked by integer indices.
+
+    kiln has no row_sparse storage: with ``sparse_grad=True`` the weight's gradient is dense
+    (the same values; rows no index picked are zero, and an optimiser's weight decay then
+    reaches every row, where MXNet's lazy sparse update touches only the picked ones)."""
 
     def __init__(self, input_dim, output_dim, dtype="float32", weight_initializer=None, sparse_grad=False,
                  **kwargs):
         super().__init__(**kwargs)
         if sparse_grad:
-            raise NotImplementedError("Embedding(sparse_grad=True): row_sparse gradients")
+            _log.info("%s: sparse_grad=True falls back to a dense weight gradient", self.name)
         self._kwargs = {"input_dim": input_dim, "output_dim": output_dim, "dtype": dtype,
                         "sparse_grad": sparse_grad}
         self.weight = self.params.get("weight", shape=(input_dim, output_dim), init=weight_initializer,

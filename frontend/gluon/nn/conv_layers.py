@@ -44,7 +44,7 @@ class _Conv(HybridBlock):
                 wshape = (channels, in_channels // groups if in_channels else 0) + kernel
             else:
                 wshape = (in_channels, channels // groups) + kernel
-            if layout.index("C") != 1:  # channels-last layouts keep the kernel's channel axis last
+            if layout.index("C") != 1:  # channel-last: the second axis goes last, as MXNet's weights
                 wshape = (wshape[0],) + wshape[2:] + (wshape[1],)
             self.weight = self.params.get("weight", shape=wshape, init=weight_initializer, allow_deferred_init=True)
             self.bias = self.params.get("bias", shape=(channels,), init=bias_initializer,
@@ -96,10 +96,11 @@ Conv3DTranspose = _conv_class("Conv3DTranspose", 3, "NCDHW", True)
 
 
 class _Pooling(HybridBlock):
-    def __init__(self, pool_size, strides, padding, ceil_mode, global_pool, pool_type, layout,
+    def __init__(self, n, pool_size, strides, padding, ceil_mode, global_pool, pool_type, layout,
                  count_include_pad=None, **kwargs):
         super().__init__(**kwargs)
-        n = len(layout) - 2
+        if len(layout) != n + 2:
+            raise MXNetError("%s: layout %r does not have %d dimensions" % (type(self).__name__, layout, n + 2))
         pool_size = _tuple(pool_size, n, "pool_size")
         self._kwargs = {"kernel": pool_size, "stride": _tuple(pool_size if strides is None else strides, n, "strides"),
                         "pad": _tuple(padding, n, "padding"), "global_pool": global_pool, "pool_type": pool_type,
@@ -122,15 +123,15 @@ class _Pooling(HybridBlock):
 def _pool_class(name, n, layout, pool_type, global_pool):
     if global_pool:
         def __init__(self, layout=layout, **kwargs):
-            _Pooling.__init__(self, (1,) * n, None, 0, True, True, pool_type, layout, **kwargs)
+            _Pooling.__init__(self, n, (1,) * n, None, 0, True, True, pool_type, layout, **kwargs)
     elif pool_type == "avg":
         def __init__(self, pool_size=2, strides=None, padding=0, layout=layout, ceil_mode=False,
                      count_include_pad=True, **kwargs):
-            _Pooling.__init__(self, pool_size, strides, padding, ceil_mode, False, pool_type, layout,
+            _Pooling.__init__(self, n, pool_size, strides, padding, ceil_mode, False, pool_type, layout,
                               count_include_pad, **kwargs)
     else:
         def __init__(self, pool_size=2, strides=None, padding=0, layout=layout, ceil_mode=False, **kwargs):
-            _Pooling.__init__(self, pool_size, strides, padding, ceil_mode, False, pool_type, layout, **kwargs)
+            _Pooling.__init__(self, n, pool_size, strides, padding, ceil_mode, False, pool_type, layout, **kwargs)
     doc = "%s%s pooling over %d spatial dimension(s)." % ("global " if global_pool else "", pool_type, n)
     return type(name, (_Pooling,), {"__init__": __init__, "__doc__": doc})
 
