@@ -6,3 +6,4 @@ from . import utils  # noqa: F401
 from . import loss  # noqa: F401
 from . import trainer  # noqa: F401
 from .trainer import Trainer  # noqa: F401
+from . import data  # noqa: F401,E402  (mx.gluon.data)

@@ -1,7 +1,9 @@
-"""Gluon helpers: splitting batches over contexts, global-norm clipping, hook handles."""
+"""Gluon helpers: splitting batches over contexts, global-norm clipping, hook handles, file checks."""
 from __future__ import annotations
 
 import collections
+import hashlib
+import os
 import warnings
 import weakref
 
@@ -63,6 +65,49 @@ def clip_global_norm(arrays, max_norm, check_isfinite=True):
     if check_isfinite:
         return total.asscalar()
     return total
+
+
+def check_sha1(filename, sha1_hash):
+    """True when the SHA-1 of ``filename``'s content is ``sha1_hash`` (a hex string; only as
+    many leading hex digits as given are compared, as MXNet)."""
+    sha1 = hashlib.sha1()
+    with open(filename, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha1.update(chunk)
+    digest = sha1.hexdigest()
+    length = min(len(digest), len(sha1_hash))
+    return digest[:length] == sha1_hash[:length]
+
+
+def replace_file(src, dst):
+    """Move ``src`` over ``dst`` atomically (``os.replace``)."""
+    os.replace(src, dst)
+
+
+def _download_target(url, path):
+    if path is None:
+        return url.split("/")[-1]
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        return os.path.join(path, url.split("/")[-1])
+    return path
+
+
+def download(url, path=None, overwrite=False, sha1_hash=None, retries=5, verify_ssl=True):
+    """MXNet's ``download``, without the network: returns the local file name (``path``, or the
+    URL's last component inside ``path`` when it is a folder) when that file exists, ``overwrite``
+    is False and it matches ``sha1_hash`` if one is given; otherwise raises ``MXNetError`` naming
+    the URL and the file to put there by hand. kiln never fetches from the network, so
+    ``retries`` and ``verify_ssl`` (MXNet's transfer options) have nothing to configure."""
+    fname = _download_target(url, path)
+    if os.path.exists(fname) and not overwrite:
+        if sha1_hash is None or check_sha1(fname, sha1_hash):
+            return fname
+        raise MXNetError("%s exists but its SHA-1 does not match %s, and kiln does not download files: fetch %s "
+                         "and save it as %s" % (fname, sha1_hash, url, os.path.abspath(fname)))
+    reason = "overwrite=True was given" if os.path.exists(fname) else "the file does not exist"
+    raise MXNetError("kiln does not download files (%s for %s): fetch %s yourself and save it as %s"
+                     % (reason, fname, url, os.path.abspath(fname)))
 
 
 class HookHandle:

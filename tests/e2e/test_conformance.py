@@ -16,8 +16,6 @@ CONFORMANCE = ROOT.parent / "shared" / "conformance"
 
 KNOWN_FAILING = {
     "006_sym_group_internals": "MXNet 1.9.1 computed group_eval_fc2 without the relu between fc1 and fc2",
-    "060_gluon_data": "gluon.data belongs to the data-pipeline work",
-    "061_gluon_samplers": "gluon.data belongs to the data-pipeline work",
     "081_init_mixed_pattern": "uses mx.mod.Module, which belongs to the Module/KVStore work",
 }
 FAMILIES = ("_sym_", "_nd_", "_ag_", "_gluon_", "_init_")
