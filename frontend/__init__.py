@@ -26,4 +26,4 @@ from . import initializer  # noqa: E402,F401
 from . import initializer as init  # noqa: E402,F401  (mx.init)
 from . import lr_scheduler  # noqa: E402,F401
 from . import optimizer  # noqa: E402,F401
-from . import recordio  # noqa: E402,F401  (mx.recordio)
+from . import image, recordio  # noqa: E402,F401  (mx.image, mx.recordio)

@@ -18,6 +18,7 @@ from collections import namedtuple
 import numpy as np
 
 from .base import MXNetError
+from .image import decode_np, encode_np
 
 __all__ = ["MXRecordIO", "MXIndexedRecordIO", "IRHeader", "pack", "unpack", "pack_img", "unpack_img"]
 
@@ -281,12 +282,13 @@ def unpack(s):
 
 
 def unpack_img(s, iscolor=-1):
-    """Not available: decoding the image needs OpenCV (cv2.imdecode), which kiln does not use."""
-    raise NotImplementedError("recordio.unpack_img needs an image decoder (OpenCV's cv2.imdecode in MXNet); "
-                              "kiln has none. Use recordio.unpack and decode the payload yourself.")
+    """``(IRHeader, image)``: the payload decoded into an HWC uint8 numpy array in BGR order,
+    as MXNet's (OpenCV's) ``unpack_img``; ``iscolor`` -1 keeps the file's channels."""
+    header, payload = unpack(s)
+    return header, decode_np(payload, iscolor, to_rgb=False, what="record image")
 
 
 def pack_img(header, img, quality=95, img_fmt=".jpg"):
-    """Not available: encoding the image needs OpenCV (cv2.imencode), which kiln does not use."""
-    raise NotImplementedError("recordio.pack_img needs an image encoder (OpenCV's cv2.imencode in MXNet); "
-                              "kiln has none. Encode the image yourself and use recordio.pack.")
+    """A record of ``header`` and ``img`` (HWC uint8 numpy, BGR order as in MXNet) encoded as
+    JPEG (``quality`` 0-100) or PNG (``quality`` = compression level 0-9)."""
+    return pack(header, encode_np(img, quality, img_fmt))

@@ -145,10 +145,6 @@ def test_pack_unpack_match_mxnet():
     assert header == recordio.IRHeader(0, 3.0, 7, 9) and payload == b"xyz"
     with pytest.raises(mx.MXNetError, match="shorter"):
         recordio.unpack(b"abc")
-    with pytest.raises(NotImplementedError, match="OpenCV"):
-        recordio.unpack_img(scalar)
-    with pytest.raises(NotImplementedError, match="OpenCV"):
-        recordio.pack_img(recordio.IRHeader(0, 1, 0, 0), np.zeros((2, 2, 3), np.uint8))
 
 
 def test_record_file_dataset(tmp_path):

@@ -106,26 +106,6 @@ def test_cifar100(tmp_path):
     np.testing.assert_array_equal(fine[3][0].asnumpy(), pixels[3].transpose(1, 2, 0))
 
 
-def test_image_datasets_need_a_decoder(tmp_path):
-    for cls in ("cat", "dog"):
-        (tmp_path / cls).mkdir()
-        (tmp_path / cls / "0.png").write_bytes(b"not really a png")
-    (tmp_path / "dog" / "notes.txt").write_text("x")
-    with pytest.warns(UserWarning, match="notes.txt"):
-        folder = vision.ImageFolderDataset(str(tmp_path))
-    assert folder.synsets == ["cat", "dog"] and len(folder) == 2
-    assert folder.items[1] == (str(tmp_path / "dog" / "0.png"), 1)
-    with pytest.raises(NotImplementedError, match="image decoding"):
-        folder[0]
-    rec = mx.recordio.MXIndexedRecordIO(str(tmp_path / "i.idx"), str(tmp_path / "i.rec"), "w")
-    rec.write_idx(0, mx.recordio.pack(mx.recordio.IRHeader(0, 1.0, 0, 0), b"jpeg bytes"))
-    rec.close()
-    records = vision.ImageRecordDataset(str(tmp_path / "i.rec"))
-    assert len(records) == 1
-    with pytest.raises(NotImplementedError, match="image decoding"):
-        records[0]
-
-
 # ---- transforms (expected values from MXNet 1.9.1, which resizes with OpenCV) ----
 def test_resize_matches_mxnet():
     img = mx.nd.array(np.arange(6).reshape(2, 3, 1), dtype="float32")

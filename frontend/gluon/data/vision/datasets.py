@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from .. import dataset
+from .... import image, recordio
 from .... import ndarray as nd
 from ....base import MXNetError
 
@@ -39,11 +40,6 @@ def _repo_file_url(namespace, filename):
 def _missing(kind, paths, url):
     return MXNetError("%s: data file not found (looked for %s). kiln does not download datasets: fetch %s and "
                       "put it there." % (kind, " and ".join(paths), url))
-
-
-def _image_decoding_error(what):
-    return NotImplementedError("%s needs image decoding (mx.image.imread/imdecode, OpenCV in MXNet), which kiln "
-                               "does not have" % what)
 
 
 class _LocalDataset(dataset.Dataset):
@@ -190,9 +186,8 @@ class CIFAR100(CIFAR10):
 
 
 class ImageRecordDataset(dataset.RecordFileDataset):
-    """Images with labels in a RecordIO file. The records are read (``len`` works, and
-    ``RecordFileDataset`` gives their bytes), but samples need an image decoder, which kiln
-    lacks: indexing raises NotImplementedError."""
+    """Images with labels in a RecordIO file (records made by ``recordio.pack_img``): each item
+    is ``(HWC uint8 image, label)``, decoded with ``flag`` (1 colour, 0 grey)."""
 
     def __init__(self, filename, flag=1, transform=None):
         super().__init__(filename)
@@ -200,13 +195,17 @@ class ImageRecordDataset(dataset.RecordFileDataset):
         self._transform = transform
 
     def __getitem__(self, idx):
-        raise _image_decoding_error("ImageRecordDataset[%d] (record in %s)" % (idx, self.filename))
+        header, img = recordio.unpack(super().__getitem__(idx))
+        img = image.imdecode(img, self._flag)
+        if self._transform is not None:
+            return self._transform(img, header.label)
+        return img, header.label
 
 
 class ImageFolderDataset(dataset.Dataset):
-    """Images in ``root/<class name>/<file>``. Lists ``synsets`` (class names, sorted; label i is
-    ``synsets[i]``) and ``items`` (``(path, label)`` pairs) as MXNet does; loading an item needs
-    an image decoder, which kiln lacks, so indexing raises NotImplementedError."""
+    """Images in ``root/<class name>/<file>``: ``synsets`` (class names, sorted; label i is
+    ``synsets[i]``) and ``items`` (``(path, label)`` pairs) as MXNet; an item is the decoded
+    image (``mx.image.imread`` with ``flag``) and its label."""
 
     def __init__(self, root, flag=1, transform=None):
         self._root = os.path.expanduser(root)
@@ -234,7 +233,11 @@ class ImageFolderDataset(dataset.Dataset):
                 self.items.append((filename, label))
 
     def __getitem__(self, idx):
-        raise _image_decoding_error("ImageFolderDataset[%d] (%s)" % (idx, self.items[idx][0]))
+        path, label = self.items[idx]
+        img = image.imread(path, self._flag)
+        if self._transform is not None:
+            return self._transform(img, label)
+        return img, label
 
     def __len__(self):
         return len(self.items)

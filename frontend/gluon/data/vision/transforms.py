@@ -2,11 +2,8 @@
 
 Cast, ToTensor and Normalize are HybridBlocks built from registry operators, so they
 hybridize (Compose hybridizes runs of them, as MXNet). Resize and the crops are Blocks that
-resample with numpy, because kiln has no image-resize operator. Interpolation 1 (bilinear)
-uses OpenCV's INTER_LINEAR geometry (pixel centres, source x = (x + 0.5) * in/out - 0.5,
-clamped to the edge) but exact float weights, where OpenCV rounds them to 11-bit fixed point
-for uint8 images: uint8 results can differ from MXNet's by 1. Interpolation 0 is OpenCV's
-INTER_NEAREST (source x = floor(x * in/out)). Other modes raise NotImplementedError.
+resample with numpy (``mx.image.resize_np``: OpenCV's nearest and bilinear geometry),
+because kiln has no image-resize operator; other interpolation modes raise NotImplementedError.
 The random transforms draw from Python's ``random`` (crops, as MXNet's image module) and
 kiln's generator (flips), so ``mx.random.seed`` does not fix the crops, as in MXNet.
 """
@@ -17,6 +14,7 @@ import random
 
 import numpy as np
 
+from ....image import resize_np
 from ...block import Block, HybridBlock
 from ...nn import HybridSequential, Sequential
 from .... import ndarray as nd
@@ -90,44 +88,6 @@ class Normalize(HybridBlock):
         return F.concat(*[(parts[c] - float(mean[c])) / float(std[c]) for c in range(channels)], dim=-3)
 
 
-def _axis_map(n_in, n_out, interp):
-    """Source indices (and right-neighbour weights for bilinear) of each output pixel on one axis."""
-    scale = n_in / n_out
-    if interp == 0:
-        return np.minimum(np.floor(np.arange(n_out) * scale).astype(np.int64), n_in - 1), None, None
-    f = (np.arange(n_out) + 0.5) * scale - 0.5
-    i0 = np.floor(f).astype(np.int64)
-    w = f - i0
-    low = i0 < 0
-    i0[low], w[low] = 0, 0.0
-    high = i0 >= n_in - 1
-    i0[high], w[high] = n_in - 1, 0.0
-    return i0, np.minimum(i0 + 1, n_in - 1), w
-
-
-def _resize_np(img, out_w, out_h, interp):
-    """Resize an (H, W, C) or (N, H, W, C) numpy image; same dtype out (uint8 rounded and clipped)."""
-    if interp not in (0, 1):
-        raise NotImplementedError("image resize with interpolation=%r: kiln implements 0 (nearest) and 1 "
-                                  "(bilinear) only" % (interp,))
-    if out_w <= 0 or out_h <= 0:
-        raise MXNetError("image resize to %dx%d: sizes must be positive" % (out_w, out_h))
-    h, w = img.shape[-3], img.shape[-2]
-    y0, y1, wy = _axis_map(h, out_h, interp)
-    x0, x1, wx = _axis_map(w, out_w, interp)
-    if interp == 0:
-        return img[..., y0, :, :][..., :, x0, :]
-    src = img.astype(np.float64)
-    wy = wy[:, None, None]
-    wx = wx[:, None]
-    rows = src[..., y0, :, :] * (1 - wy) + src[..., y1, :, :] * wy
-    out = rows[..., :, x0, :] * (1 - wx) + rows[..., :, x1, :] * wx
-    if np.issubdtype(img.dtype, np.integer):
-        info = np.iinfo(img.dtype)
-        out = np.clip(np.rint(out), info.min, info.max)
-    return out.astype(img.dtype)
-
-
 def _as_image(x, what):
     if not isinstance(x, nd.NDArray):
         raise MXNetError("%s expects an NDArray image, got %s" % (what, type(x).__name__))
@@ -144,7 +104,7 @@ def _to_nd(img, like):
 def _fixed_crop(img, x0, y0, w, h, size, interp):
     out = img[y0:y0 + h, x0:x0 + w, :]
     if size is not None and (w, h) != tuple(size):
-        out = _resize_np(out, size[0], size[1], interp)
+        out = resize_np(out, size[0], size[1], interp)
     return out
 
 
@@ -189,7 +149,7 @@ class Resize(Block):
     def forward(self, x):
         img = _as_image(x, "Resize")
         out_w, out_h = self._target(img.shape[-3], img.shape[-2])
-        return _to_nd(_resize_np(img, out_w, out_h, self._interpolation), x)
+        return _to_nd(resize_np(img, out_w, out_h, self._interpolation), x)
 
 
 class CenterCrop(Block):
