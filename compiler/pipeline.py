@@ -119,7 +119,7 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     var_types = _named(graph, dtypes)
     # not a disableable optimisation: without it inference programs would sample
     t0, before = time.perf_counter(), len(graph.nodes)
-    graph, aux_updates = specialise_training(graph, is_train)
+    graph, aux_updates = specialise_training(graph, is_train, shapes)
     graph = Graph(list(graph.outputs) + list(aux_updates.values()))
     pm.report.passes.append({"name": "training_mode", "nodes_before": before, "nodes_after": len(graph.nodes),
                              "seconds": time.perf_counter() - t0})
@@ -130,7 +130,8 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     wrt = [v for v in graph.arguments() if grad_req.get(v.name, "null") != "null"]
     bwd = []
     if wrt:
-        graph = pm.run("expand_composites_differentiable", expand_composites, graph, keep_differentiable=True)
+        graph = pm.run("expand_composites_differentiable", expand_composites, graph, keep_differentiable=True,
+                       var_shapes=var_shapes)
         present = {n.name: n for n in graph.variables()}
         # a variable an expansion no longer reads (BatchNorm's gamma under fix_gamma) gets zeros
         wrt = [present.get(v.name, v) for v in wrt]
@@ -154,7 +155,7 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
         pm.report.passes.append({"name": "gradient", "nodes_before": before, "nodes_after": len(graph.nodes),
                                  "seconds": time.perf_counter() - t0})
     n_fwd = len(heads) + len(aux_updates)
-    graph = pm.run("expand_composites", expand_composites, graph)
+    graph = pm.run("expand_composites", expand_composites, graph, var_shapes=var_shapes)
     for pass_name, pass_fn in SIMPLIFY_PASSES:
         graph = pm.run(pass_name, pass_fn, graph)
     if "shape_noops" not in pm.disabled:

@@ -307,7 +307,9 @@ def _node_gradient(node, ogs, invoke):
 def _composite_gradient(node, fwd, og_entries, values):
     """A composite operator without its own gradient rule (Activation, BatchNorm...) is
     differentiated through its expansion; inner values are recomputed from the inputs."""
-    graph = expand_composites(Graph([Entry(fwd, i) for i in range(len(node.outputs))]), keep_differentiable=True)
+    shapes = {"in%d" % k: x.shape for k, x in enumerate(node.inputs)}
+    graph = expand_composites(Graph([Entry(fwd, i) for i in range(len(node.outputs))]), keep_differentiable=True,
+                              var_shapes=shapes)
     sampled = [n.op.name for n in graph.nodes if n.op is not None and n.op.random]
     if sampled:
         raise MXNetError("operator %s is not differentiable: it samples random numbers (%s) inside"

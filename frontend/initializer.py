@@ -473,5 +473,37 @@ class FusedRNN(Initializer):
         self._forget_bias = forget_bias
 
     def _init_weight(self, desc, arr):
-        raise NotImplementedError("mx.init.FusedRNN: initialising a fused RNN parameter vector needs the "
-                                  "fused RNN operator's weight layout (rnn_cell.FusedRNNCell), not in kiln yet")
+        """Each gate's (H, in) weight and (H,) bias block of the packed vector is initialised on
+        its own by ``init`` (or the global initialiser) under MXNet's unpacked name
+        (``l0_i2h_f_weight``); LSTM forget-gate biases (i2h and h2h) get ``forget_bias``."""
+        from .compiler.ops.rnn import GATES, param_layout
+        if self._mode not in GATES:
+            raise MXNetError("FusedRNN: mode %r is not one of %s" % (self._mode, sorted(GATES)))
+        h, nl, nd, ng = self._num_hidden, self._num_layers, 2 if self._bidirectional else 1, GATES[self._mode]
+        params = {"state_size": h, "num_layers": nl, "bidirectional": self._bidirectional, "mode": self._mode}
+        ni = arr.size // (nd * ng * h) - (nl - 1) * (nd * h + h + 2) - h - 2
+        layout, total = param_layout(params, ni)
+        if ni <= 0 or total != arr.size:
+            raise MXNetError("FusedRNN: parameter %s has %d elements, which no input size gives for mode=%s, "
+                             "num_hidden=%d, num_layers=%d, bidirectional=%s"
+                             % (desc, arr.size, self._mode, h, nl, self._bidirectional))
+        gates = {"rnn_relu": [""], "rnn_tanh": [""], "lstm": ["_i", "_f", "_c", "_o"],
+                 "gru": ["_r", "_z", "_o"]}[self._mode]
+        packed = np.empty(arr.size, dtype=arr.dtype)
+        for layer, d, wi_off, in_size, wh_off, bi_off, bh_off in layout:
+            prefix = "%s%d_" % ("lr"[d], layer)
+            blocks = [("i2h", "weight", wi_off, (h, in_size)), ("h2h", "weight", wh_off, (h, h)),
+                      ("i2h", "bias", bi_off, (h,)), ("h2h", "bias", bh_off, (h,))]
+            for group, kind, off, shape in blocks:
+                size = int(np.prod(shape))
+                for k, gate in enumerate(gates):
+                    name = "%s%s%s_%s" % (prefix, group, gate, kind)
+                    piece = _nd.zeros(shape, dtype=arr.dtype)
+                    if self._mode == "lstm" and name.endswith("_f_bias"):
+                        piece[:] = self._forget_bias
+                    elif self._init is None:
+                        desc.global_init(InitDesc(name, global_init=desc.global_init), piece)
+                    else:
+                        self._init(InitDesc(name, global_init=desc.global_init), piece)
+                    packed[off + k * size:off + (k + 1) * size] = piece.asnumpy().ravel()
+        arr[:] = packed

@@ -390,7 +390,7 @@ def _dropout_sensitive(params):
     return params["mode"] == "training" and params["p"] > 0
 
 
-def _dropout_variant(node, inputs, is_train):
+def _dropout_variant(node, inputs, is_train, in_shapes):
     """Identity (mask of ones) outside training or with p=0; the sampling node otherwise."""
     params = node.params
     if params["p"] > 0 and (is_train or params["mode"] == "always"):

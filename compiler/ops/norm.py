@@ -79,7 +79,7 @@ def _bn_sensitive(params):
     return not params["use_global_stats"]
 
 
-def _bn_variant(node, inputs, is_train):
+def _bn_variant(node, inputs, is_train, in_shapes):
     """Training: the ``_batch_norm_train`` node; its outputs 3 and 4 update the moving statistics."""
     if not is_train or node.params["use_global_stats"]:
         return None

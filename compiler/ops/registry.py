@@ -12,9 +12,9 @@ from . import params as P
 _REGISTRY = {}
 _ALIASES = {}
 
-# op name -> (sensitive(params) -> bool, variant(node, inputs, is_train) -> replacement or None):
-# operators whose program depends on training mode (Dropout, BatchNorm); passes/training.py
-# applies them. A replacement is a list of Entries for the node's outputs, or a pair
+# op name -> (sensitive(params) -> bool, variant(node, inputs, is_train, in_shapes) -> replacement
+# or None): operators whose program depends on training mode (Dropout, BatchNorm, RNN);
+# passes/training.py applies them, right after shape inference. A replacement is a list of Entries for the node's outputs, or a pair
 # (entries, {aux input index: Entry}) whose second part is the new value of auxiliary states
 # the training program must write back (BatchNorm's moving statistics).
 TRAINING_VARIANTS = {}
@@ -44,14 +44,16 @@ class OpDef:
     shape/dtype: ``fn(params, in, out) -> (in, out)``, entries None when unknown.
     gradient: ``fn(b, node, out_grads) -> [Entry or None per input]``.
     lower: ``fn(params, in_buffers, out_buffers) -> [stages]`` (not composite).
-    expand: ``fn(b, inputs, params) -> [Entry]`` (composite only).
+    expand: ``fn(b, inputs, params) -> [Entry]`` (composite only); with ``expand_shapes``
+    ``fn(b, inputs, params, in_shapes)``, for expansions whose structure depends on sizes
+    (an unrolled RNN).
     reference: ``fn(params, *numpy inputs) -> array or tuple`` (tests only).
     """
 
     def __init__(self, name, *, kind, inputs=("data",), schema=None, outputs=1, visible=None,
                  output_names=None, shape=None, dtype=None, gradient=None, lower=None, expand=None,
                  reference=None, aliases=(), hint=None, aux=(), random=False, num_args_key=None,
-                 doc=""):
+                 expand_shapes=False, doc=""):
         if kind not in KINDS:
             raise ValueError("unknown kernel kind %r" % kind)
         self.name = name
@@ -66,6 +68,7 @@ class OpDef:
         self.gradient = gradient
         self.lower = lower
         self.expand = expand
+        self.expand_shapes = expand_shapes
         self.reference = reference
         self.aliases = tuple(aliases)
         self.hint = hint or name.lower()

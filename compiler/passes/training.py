@@ -44,13 +44,15 @@ def training_op(op, params):
     return registry.get(entry[2])
 
 
-def specialise_training(graph, is_train):
-    """(graph for this mode, {auxiliary variable name: Entry of its new value})."""
+def specialise_training(graph, is_train, shapes):
+    """(graph for this mode, {auxiliary variable name: Entry of its new value}); ``shapes``
+    (entry key -> shape, from inference on ``graph``) gives each variant its input shapes."""
     updates = {}
 
     def fn(node, inputs):
         entry = TRAINING_VARIANTS.get(node.op.name)
-        out = entry[1](node, inputs, is_train) if entry is not None else None
+        in_shapes = [shapes.get(e.key()) for e in node.inputs]
+        out = entry[1](node, inputs, is_train, in_shapes) if entry is not None else None
         if isinstance(out, tuple):
             out, new_aux = out
             for k, value in new_aux.items():

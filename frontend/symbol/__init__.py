@@ -38,16 +38,17 @@ pow = power  # noqa: A001
 hypot = _scalar_or_symbol("_Hypot", "_HypotScalar")
 
 
-def zeros(shape, dtype=None, **kwargs):
-    return _create("_zeros", [], dict(kwargs, shape=shape, dtype=dtype or "float32"))
+def zeros(shape, dtype=None, name=None, attr=None, **kwargs):
+    return _create("_zeros", [], dict(kwargs, shape=shape, dtype=dtype or "float32"), name=name, attr=attr)
 
 
-def ones(shape, dtype=None, **kwargs):
-    return _create("_ones", [], dict(kwargs, shape=shape, dtype=dtype or "float32"))
+def ones(shape, dtype=None, name=None, attr=None, **kwargs):
+    return _create("_ones", [], dict(kwargs, shape=shape, dtype=dtype or "float32"), name=name, attr=attr)
 
 
-def full(shape, val, dtype=None, **kwargs):
-    return _create("_full", [], dict(kwargs, shape=shape, value=val, dtype=dtype or "float32"))
+def full(shape, val, dtype=None, name=None, attr=None, **kwargs):
+    return _create("_full", [], dict(kwargs, shape=shape, value=val, dtype=dtype or "float32"), name=name,
+                   attr=attr)
 
 
 def arange(start, stop=None, step=1.0, repeat=1, infer_range=False, name=None, dtype=None):
@@ -56,8 +57,8 @@ def arange(start, stop=None, step=1.0, repeat=1, infer_range=False, name=None, d
                                        dtype=dtype or "float32"), name=name)
 
 
-def eye(N, M=0, k=0, dtype=None, **kwargs):
-    return _create("_eye", [], dict(kwargs, N=N, M=M, k=k, dtype=dtype or "float32"))
+def eye(N, M=0, k=0, dtype=None, name=None, attr=None, **kwargs):
+    return _create("_eye", [], dict(kwargs, N=N, M=M, k=k, dtype=dtype or "float32"), name=name, attr=attr)
 
 
 def linspace(start, stop, num, endpoint=True, name=None, dtype=None):

@@ -27,3 +27,9 @@ def test_autograd_regression_loss_falls():
 def test_lenet_gluon_learns():
     accuracies = _load("lenet_gluon").train(epochs=4, n=1024)
     assert accuracies[-1] > 0.6 and accuracies[-1] > 2 * accuracies[0]
+
+
+def test_char_rnn_loss_falls():
+    losses = _load("char_rnn").train(epochs=3, n_sentences=200, seq_len=16)
+    assert len(losses) == 3
+    assert losses[-1] < 0.7 * losses[0]

@@ -31,6 +31,8 @@ EXTRA = {
     "SpatialTransformer": lambda r: ([_u(r, 2, 3, 4, 5), _u(r, 2, 6)],
                                      {"target_shape": (3, 3), "transform_type": "affine", "sampler_type": "bilinear"}),
     "CTCLoss": lambda r: ([_u(r, 5, 2, 4), np.array([[1, 2], [3, 0]], dtype="float32")], {}),
+    "RNN": lambda r: ([_u(r, 3, 2, 3), _u(r, 56), _u(r, 1, 2, 2), _u(r, 1, 2, 2)],
+                      {"state_size": 2, "num_layers": 1, "mode": "lstm", "state_outputs": True}),
 }
 
 

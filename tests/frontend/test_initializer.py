@@ -137,11 +137,28 @@ def test_lstm_bias():
     np.testing.assert_array_equal(b, [0, 0, 1.5, 1.5, 0, 0, 0, 0])
 
 
-def test_fused_rnn_not_implemented():
-    init = mx.init.FusedRNN(mx.init.Uniform(), num_hidden=4, num_layers=1, mode="lstm")
+def test_fused_rnn():
+    """Each gate block of the packed vector is initialised on its own (MXNet's unpacked names):
+    weights by ``init``, biases 0, LSTM forget-gate biases (i2h and h2h) ``forget_bias``."""
+    init = mx.init.FusedRNN(mx.init.Constant(0.5), num_hidden=2, num_layers=2, mode="lstm", bidirectional=True,
+                            forget_bias=3.0)
     assert json.loads(init.dumps())[0] == "fusedrnn"
-    with pytest.raises(NotImplementedError, match="FusedRNN"):
-        _apply(init, "rnn_weight", (10,))
+    from kiln.compiler.ops.rnn import param_layout
+    layout, total = param_layout({"mode": "lstm", "state_size": 2, "num_layers": 2, "bidirectional": True}, 3)
+    arr = mx.nd.zeros((total,))
+    mx.init.Uniform()(mx.init.InitDesc("rnn_parameters", {"__init__": init.dumps()}), arr)  # a variable's init=
+    v = arr.asnumpy()
+    weights_end = layout[0][5]  # every weight precedes every bias
+    assert (v[:weights_end] == 0.5).all()
+    bias = v[weights_end:].reshape(-1, 4, 2)  # (layer/direction/group, gate i f c o, hidden)
+    assert (bias[:, 1] == 3.0).all() and (bias[:, [0, 2, 3]] == 0).all()
+    with pytest.raises(MXNetError, match="no input size"):
+        init._init_weight(mx.init.InitDesc("rnn_parameters", global_init=mx.init.Uniform()), mx.nd.zeros((7,)))
+    # no init: the global initialiser fills the weights
+    gru = mx.init.FusedRNN(None, num_hidden=2, num_layers=1, mode="gru")
+    arr = mx.nd.zeros((3 * 2 * (3 + 2) + 12,))
+    mx.init.One()(mx.init.InitDesc("rnn_parameters", {"__init__": gru.dumps()}), arr)
+    assert (arr.asnumpy()[:30] == 1).all() and (arr.asnumpy()[30:] == 0).all()
 
 
 def test_mixed():

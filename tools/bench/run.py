@@ -12,7 +12,7 @@ than kiln). The header reports the machine's limits measured in the same run:
 numpy copy bandwidth and numpy float32 GEMM throughput at 1024^3.
 
 Workloads: elemwise_transcendental, elemwise_arith, mlp_infer, mlp_train_step,
-compile_time, elemwise_sweep, lenet_infer (default: all). --quick shrinks
+compile_time, elemwise_sweep, lenet_infer, ... lstm_train (default: all; see workloads/__init__.py). --quick shrinks
 every workload (used by the tests).
 """
 import argparse

@@ -1,0 +1,176 @@
+"""gluon.rnn: fused layers against MXNet 1.9.1 and against unrolled cells; hybridized = imperative."""
+import numpy as np
+import pytest
+
+import kiln as mx
+from kiln import autograd
+from kiln.gluon import rnn
+
+
+def _fill(block):
+    """Deterministic parameters (sorted by name), so a test can be replayed in MXNet."""
+    for k, (_, p) in enumerate(sorted(block.collect_params().items())):
+        n = int(np.prod(p.shape))
+        p.set_data(mx.nd.array((0.4 * np.cos(np.arange(n) * 0.37 + k)).reshape(p.shape)))
+
+
+# Golden values: the same script run with MXNet 1.9.1 (gluon.rnn.LSTM/GRU(2, input_size=3)).
+GOLDEN = {
+    "lstm": ([-0.021449921652674675, -0.13608789443969727, -0.027101317420601845, -0.20828376710414886,
+              -0.06552205979824066, -0.04607053101062775, -0.18493901193141937, 0.03027091547846794,
+              -0.10304789990186691, -0.16092894971370697, -0.05899031460285187, -0.1367795616388321],
+             [[-0.10304789990186691, -0.16092894971370697, -0.05899031460285187, -0.1367795616388321],
+              [-0.29424771666526794, -0.3896274268627167, -0.29204216599464417, -0.33764421939849854]]),
+    "gru": ([-0.039190877228975296, -0.26182428002357483, -0.15990591049194336, -0.45808497071266174,
+             -0.1364481896162033, -0.10177353024482727, -0.2728147804737091, 0.17701153457164764,
+             -0.26288995146751404, -0.3293911814689636, -0.2745459973812103, -0.14368592202663422],
+            [[-0.26288995146751404, -0.3293911814689636, -0.2745459973812103, -0.14368592202663422]]),
+}
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_golden_values_from_mxnet(name):
+    layer = {"lstm": rnn.LSTM, "gru": rnn.GRU}[name](2, input_size=3, prefix=name + "_")
+    layer.initialize()
+    _fill(layer)
+    x = mx.nd.array(np.sin(np.arange(18) * 0.5).reshape(3, 2, 3))
+    h = [mx.nd.array(0.3 * np.cos(np.arange(4)).reshape(1, 2, 2))] * (2 if name == "lstm" else 1)
+    out, states = layer(x, h)
+    want_out, want_states = GOLDEN[name]
+    np.testing.assert_allclose(out.asnumpy().ravel(), want_out, rtol=1e-5, atol=1e-6)
+    for s, w in zip(states, want_states):
+        np.testing.assert_allclose(s.asnumpy().ravel(), w, rtol=1e-5, atol=1e-6)
+
+
+def test_parameter_names_states_and_layout():
+    layer = rnn.LSTM(3, num_layers=2, bidirectional=True, layout="NTC")
+    names = list(layer.collect_params().keys())
+    assert names[:4] == ["lstm0_l0_i2h_weight", "lstm0_l0_h2h_weight", "lstm0_l0_i2h_bias", "lstm0_l0_h2h_bias"]
+    assert "lstm0_r1_h2h_bias" in names and len(names) == 16
+    layer.initialize()
+    x = mx.nd.random.uniform(shape=(2, 5, 4))  # NTC, input size deferred
+    out = layer(x)
+    assert out.shape == (2, 5, 6) and layer.l0_i2h_weight.shape == (12, 4)
+    states = layer.begin_state(batch_size=2)
+    assert [s.shape for s in states] == [(4, 2, 3), (4, 2, 3)]
+    out2, new_states = layer(x, states)
+    np.testing.assert_allclose(out2.asnumpy(), out.asnumpy(), rtol=1e-6)
+    assert [s.shape for s in new_states] == [(4, 2, 3), (4, 2, 3)]
+    # NTC equals TNC on swapped data
+    tnc = rnn.LSTM(3, num_layers=2, bidirectional=True, params=layer.collect_params(), prefix="lstm0_")
+    np.testing.assert_allclose(tnc(x.swapaxes(0, 1)).swapaxes(0, 1).asnumpy(), out.asnumpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="Invalid recurrent state shape"):
+        layer(x, [mx.nd.zeros((4, 3, 3))] * 2)
+
+
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
+def test_cells_unrolled_equal_fused_layer(mode):
+    """BidirectionalCell/SequentialRNNCell stacks with the layer's parameters give its outputs."""
+    layer_cls = {"rnn_tanh": lambda: rnn.RNN(3, 2, activation="tanh", bidirectional=True, input_size=4),
+                 "lstm": lambda: rnn.LSTM(3, 2, bidirectional=True, input_size=4),
+                 "gru": lambda: rnn.GRU(3, 2, bidirectional=True, input_size=4)}[mode]
+    cell_cls = {"rnn_tanh": lambda **kw: rnn.RNNCell(3, activation="tanh", **kw),
+                "lstm": lambda **kw: rnn.LSTMCell(3, **kw), "gru": lambda **kw: rnn.GRUCell(3, **kw)}[mode]
+    layer = layer_cls()
+    layer.initialize(mx.init.Uniform(0.5))
+    stack = rnn.SequentialRNNCell(prefix=layer.prefix, params=layer.collect_params())
+    with stack.name_scope():
+        for i in range(2):
+            stack.add(rnn.BidirectionalCell(cell_cls(prefix="l%d_" % i, input_size=4 if i == 0 else 6),
+                                            cell_cls(prefix="r%d_" % i, input_size=4 if i == 0 else 6)))
+    x = mx.nd.random.uniform(-1, 1, shape=(5, 2, 4))
+    want, want_states = layer(x, layer.begin_state(batch_size=2))
+    got, _ = stack.unroll(5, x, layout="TNC", merge_outputs=True)
+    np.testing.assert_allclose(got.asnumpy(), want.asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+def _run(block, x, *args):
+    x = x.copy()
+    x.attach_grad()
+    with autograd.record():
+        out = block(x, *args)
+        flat = out if isinstance(out, mx.nd.NDArray) else out[0]
+        loss = (flat * flat).sum()
+    loss.backward()
+    grads = {k: p.grad().asnumpy().copy() for k, p in block.collect_params().items()}
+    return flat.asnumpy(), x.grad.asnumpy(), grads
+
+
+@pytest.mark.parametrize("make", [lambda: rnn.LSTM(4, num_layers=2, layout="NTC", bidirectional=True),
+                                  lambda: rnn.GRU(4), lambda: rnn.RNN(4, activation="relu")])
+def test_hybridized_equals_imperative_layer(make):
+    layer = make()
+    layer.initialize(mx.init.Xavier())
+    x = mx.nd.random.uniform(-1, 1, shape=(3, 5, 2))
+    out, xg, grads = _run(layer, x)
+    layer.hybridize()
+    out2, xg2, grads2 = _run(layer, x)
+    np.testing.assert_allclose(out2, out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(xg2, xg, rtol=1e-5, atol=1e-6)
+    for k in grads:
+        np.testing.assert_allclose(grads2[k], grads[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_dropout_between_layers(hybridize):
+    layer = rnn.LSTM(4, num_layers=2, dropout=0.5)
+    layer.initialize()
+    if hybridize:
+        layer.hybridize()
+    x = mx.nd.random.uniform(shape=(3, 8, 5))
+    y0 = layer(x).asnumpy()
+    np.testing.assert_allclose(layer(x).asnumpy(), y0)  # inference: no dropout
+    with autograd.record():
+        y = layer(x)
+    y.backward()
+    assert not np.allclose(y.asnumpy(), y0)
+    assert np.abs(layer.l0_h2h_weight.grad().asnumpy()).sum() > 0
+
+
+def test_hybridized_equals_imperative_sequential_cell():
+    seq = rnn.HybridSequentialRNNCell()
+    with seq.name_scope():
+        seq.add(rnn.LSTMCell(4, input_size=3))
+        seq.add(rnn.ResidualCell(rnn.GRUCell(4, input_size=4)))
+    seq.initialize(mx.init.Uniform(0.5))
+    names = list(seq.collect_params().keys())
+    assert names[0] == "hybridsequentialrnncell0_lstm0_i2h_weight" and len(names) == 8
+    x = mx.nd.random.uniform(-1, 1, shape=(2, 4, 3))
+
+    def run():
+        x_ = x.copy()
+        x_.attach_grad()
+        with autograd.record():
+            outs, states = seq.unroll(4, x_, layout="NTC", merge_outputs=True)
+            loss = (outs * outs).sum() + states[0].sum()
+        loss.backward()
+        return outs.asnumpy(), x_.grad.asnumpy(), {k: p.grad().asnumpy().copy() for k, p in seq.collect_params().items()}
+    out, xg, grads = run()
+    seq.hybridize()
+    out2, xg2, grads2 = run()
+    np.testing.assert_allclose(out2, out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(xg2, xg, rtol=1e-5, atol=1e-6)
+    for k in grads:
+        np.testing.assert_allclose(grads2[k], grads[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_cell_api():
+    cell = rnn.LSTMCell(5, input_size=3, prefix="c_")
+    assert sorted(cell.collect_params().keys()) == ["c_h2h_bias", "c_h2h_weight", "c_i2h_bias", "c_i2h_weight"]
+    cell.initialize()
+    steps = [mx.nd.ones((2, 3)) for _ in range(3)]
+    outs, states = cell.unroll(3, steps, merge_outputs=False)
+    assert len(outs) == 3 and outs[0].shape == (2, 5) and [s.shape for s in states] == [(2, 5), (2, 5)]
+    zone = rnn.ZoneoutCell(rnn.GRUCell(5, input_size=3), zoneout_outputs=0.5, zoneout_states=0.5)
+    zone.initialize()
+    out, st = zone.unroll(3, mx.nd.ones((2, 3, 3)), merge_outputs=True)
+    assert out.shape == (2, 3, 5) and st[0].shape == (2, 5)
+    drop = rnn.DropoutCell(0.5)
+    out, st = drop.unroll(3, mx.nd.ones((2, 3, 3)), merge_outputs=True)
+    assert out.shape == (2, 3, 3) and st == []
+    with pytest.raises(NotImplementedError, match="valid_length"):
+        cell.unroll(3, steps, valid_length=mx.nd.ones((2,)))
+    with pytest.raises(NotImplementedError):
+        rnn.BidirectionalCell(rnn.GRUCell(2), rnn.GRUCell(2))(mx.nd.ones((1, 2)), [])
+    sym_out, _ = rnn.GRUCell(4, prefix="g_").unroll(2, mx.sym.var("data"), layout="NTC", merge_outputs=True)
+    assert "g_i2h_weight" in sym_out.list_arguments()
