@@ -481,6 +481,15 @@ class _FunctionEmitter:
                 self.nest(axes, extents, lambda: element(self))
                 self.scopes.pop()
 
+    def unit_helper(self, buffers, suffix):
+        """A new internal function ``void(buffer pointers..., i64 lo, i64 hi)`` for a stage
+        written by hand (GEMM, sort, CTC) and the emitter for its body; ``parallel_range``
+        then calls it over the stage's work units."""
+        name = self.module.get_unique_name(self.fn.name + suffix)
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * len(buffers) + [I64, I64]), name)
+        fn.linkage = "internal"
+        return fn, _FunctionEmitter(self.module, fn, buffers, fastmath=self.fastmath)
+
     def parallel_range(self, fn, buffers, extent, work):
         """Call ``fn(buffer pointers..., i64 lo, i64 hi)`` over [0, extent), split over threads.
 

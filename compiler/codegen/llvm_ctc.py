@@ -45,6 +45,7 @@ import llvmlite.ir as ir
 from .. import expr as E
 from ..kernel import CTC
 from . import llvm as L
+from .llvm_stage import StageEmitter
 
 I1, I8, I32, I64 = L.I1, L.I8, L.I32, L.I64
 # rough scalar operations per (time step, state) of one pass and per activation, for threading
@@ -57,19 +58,16 @@ INT_LIMIT = float(1 << 62)
 def emit_ctc(em, st):
     """Emit the helper for stage ``st`` and call it from emitter ``em`` over the batch."""
     bufs = st.inputs + st.outputs
-    name = em.module.get_unique_name(em.fn.name + "_ctc")
-    fn = ir.Function(em.module, ir.FunctionType(L.VOID, [L.PTR] * len(bufs) + [I64, I64]), name)
-    fn.linkage = "internal"
-    inner = L._FunctionEmitter(em.module, fn, bufs, fastmath=em.fastmath)
+    fn, inner = em.unit_helper(bufs, "_ctc")
     _CTCEmitter(inner, st).emit(fn.args[-2], fn.args[-1])
     inner.b.ret_void()
     work = st.N * (2 * st.T * st.S * WORK_PER_STATE + st.T * st.C * WORK_PER_ACTIVATION)
     em.parallel_range(fn, bufs, st.N, work)
 
 
-class _CTCEmitter:
+class _CTCEmitter(StageEmitter):
     def __init__(self, em, st):
-        self.em, self.b, self.st = em, em.b, st
+        super().__init__(em, st)
         if st.data.dtype not in ("float32", "float64"):
             raise NotImplementedError("LLVM backend: CTC on %s" % st.data.dtype)
         self.ty = L.VALUE_TYPES[st.data.dtype]
@@ -79,25 +77,8 @@ class _CTCEmitter:
         self.fm = em.fm
 
     # ---- helpers ----
-    def c(self, v):
-        return ir.Constant(I64, int(v))
-
     def f(self, v):
         return ir.Constant(self.ty, float(v))
-
-    def at(self, ptr, off, ty):
-        return self.b.gep(ptr, [off], inbounds=True, source_etype=ty)
-
-    def add(self, x, y):
-        return self.b.add(x, y, flags=("nsw",))
-
-    def mul(self, x, y):
-        return self.b.mul(x, y, flags=("nsw",))
-
-    def var(self, init, ty=I64):
-        slot = self.em.alloca(ty)
-        self.b.store(init, slot)
-        return slot
 
     def fmax(self, x, y):
         return self.b.select(self.b.fcmp_ordered(">", x, y), x, y)

@@ -94,11 +94,8 @@ def emit_gemm(em, st):
     if st.out.dtype not in TYPES:
         raise NotImplementedError("LLVM backend: Gemm on %s" % st.out.dtype)
     bufs = [st.a, st.b, st.out] + st.extra_inputs
-    name = em.module.get_unique_name(em.fn.name + "_gemm")
-    fn = ir.Function(em.module, ir.FunctionType(L.VOID, [L.PTR] * len(bufs) + [I64, I64]), name)
-    fn.linkage = "internal"
+    fn, inner = em.unit_helper(bufs, "_gemm")
     work = 2 * st.batch * st.m * st.n * st.k
-    inner = L._FunctionEmitter(em.module, fn, bufs, fastmath=em.fastmath)
     if st.m * st.n * st.k <= SMALL_GEMM or st.m <= SMALL_ROWS:
         if st.transpose_b and not st.transpose_a:
             _emit_small_dots(inner, st, host_target())

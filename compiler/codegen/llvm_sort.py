@@ -39,6 +39,7 @@ import llvmlite.ir as ir
 from .. import expr as E
 from ..kernel import Sort
 from . import llvm as L
+from .llvm_stage import StageEmitter
 
 I32, I64 = L.I32, L.I64
 INSERTION = 16  # elements per block sorted by insertion before the merge passes
@@ -58,10 +59,7 @@ def emit_sort(em, st):
     if st.rows == 0 or st.n == 0:
         return  # an empty array: nothing to write
     bufs = [st.data] + st.outputs
-    name = em.module.get_unique_name(em.fn.name + "_sort")
-    fn = ir.Function(em.module, ir.FunctionType(L.VOID, [L.PTR] * len(bufs) + [I64, I64]), name)
-    fn.linkage = "internal"
-    inner = L._FunctionEmitter(em.module, fn, bufs, fastmath=em.fastmath)
+    fn, inner = em.unit_helper(bufs, "_sort")
     _SortEmitter(inner, st).emit(fn.args[-2], fn.args[-1])
     inner.b.ret_void()
     em.b.store(em.i64(0), em.ptrs[id(st.workspace)])  # the row counter
@@ -69,9 +67,9 @@ def emit_sort(em, st):
     em.parallel_range(fn, bufs, st.units, st.rows * st.n * passes * WORK_PER_ELEMENT_PASS)
 
 
-class _SortEmitter:
+class _SortEmitter(StageEmitter):
     def __init__(self, em, st):
-        self.em, self.b, self.st = em, em.b, st
+        super().__init__(em, st)
         self.dtype = st.data.dtype
         self.kt = L.VALUE_TYPES[self.dtype]  # keys are kept as computed (float16 as float)
         if st.n >= 1 << 31:
@@ -87,18 +85,6 @@ class _SortEmitter:
             self.hist = em.alloca_builder.alloca(I32, size=self.buckets * self.passes)
 
     # ---- helpers ----
-    def c(self, v):
-        return ir.Constant(I64, int(v))
-
-    def at(self, ptr, off, ty):
-        return self.b.gep(ptr, [off], inbounds=True, source_etype=ty)
-
-    def add(self, x, y):
-        return self.b.add(x, y, flags=("nsw",))
-
-    def mul(self, x, y):
-        return self.b.mul(x, y, flags=("nsw",))
-
     def smin(self, x, y):
         return self.b.select(self.b.icmp_signed("<", x, y), x, y)
 
@@ -123,11 +109,6 @@ class _SortEmitter:
 
     def set_index(self, arr, j, v):
         self.b.store(v, self.at(self.idx[arr] if isinstance(arr, int) else arr, j, self.it))
-
-    def var(self, init):
-        slot = self.em.alloca(I64)
-        self.b.store(init, slot)
-        return slot
 
     def get(self, slot):
         return self.b.load(slot, typ=I64)

@@ -109,8 +109,13 @@ RESHAPE_SCHEMA = {"shape": P.Tuple(()), "reverse": P.Bool(False), "target_shape"
 def _reshape_shape(params, ins, outs):
     x = ins[0]
     if not known(x):
-        if known(outs[0]) and x is not None and numel(outs[0]) == numel(x):
-            return [x], [outs[0]]
+        # backwards: an input with one unknown dimension gets it from the output's size
+        # (a deferred parameter flattened into a packed vector, as gluon.rnn layers do)
+        if known(outs[0]) and x is not None and sum(d == 0 for d in x) == 1:
+            rest = numel([d for d in x if d])
+            if numel(outs[0]) % rest:
+                raise InferError("cannot reshape %s to %s" % (x, outs[0]))
+            x = tuple(numel(outs[0]) // rest if d == 0 else d for d in x)
         return [x], [outs[0]]
     spec = params["shape"] or params["target_shape"]
     if not spec:

@@ -129,6 +129,7 @@ _VISIBLE = lambda params: 3 if params["output_mean_var"] else 1  # noqa: E731
 register(OpDef("BatchNorm", kind="composite", inputs=BN_INPUTS, schema=BN_SCHEMA, outputs=3,
                visible=_VISIBLE, output_names=_OUTPUT_NAMES,
                aux=(3, 4), shape=_bn_shape, dtype=_bn_type, expand=_bn_expand, reference=_np_bn,
+               var_attrs={"moving_mean": {"__init__": '["zero", {}]'}, "moving_var": {"__init__": '["one", {}]'}},
                doc="Normalises over every axis but `axis`: with the batch statistics in training "
                    "(updating moving_mean/moving_var in place) unless use_global_stats, with the "
                    "moving statistics otherwise. Outputs: output, mean, inverse std."))

@@ -48,12 +48,14 @@ class OpDef:
     ``fn(b, inputs, params, in_shapes)``, for expansions whose structure depends on sizes
     (an unrolled RNN).
     reference: ``fn(params, *numpy inputs) -> array or tuple`` (tests only).
+    var_attrs: ``{input name: {attribute: value}}`` for variables the frontend creates for
+    missing inputs (BatchNorm's moving statistics carry MXNet's ``__init__``).
     """
 
     def __init__(self, name, *, kind, inputs=("data",), schema=None, outputs=1, visible=None,
                  output_names=None, shape=None, dtype=None, gradient=None, lower=None, expand=None,
                  reference=None, aliases=(), hint=None, aux=(), random=False, num_args_key=None,
-                 expand_shapes=False, doc=""):
+                 expand_shapes=False, var_attrs=None, doc=""):
         if kind not in KINDS:
             raise ValueError("unknown kernel kind %r" % kind)
         self.name = name
@@ -69,6 +71,7 @@ class OpDef:
         self.lower = lower
         self.expand = expand
         self.expand_shapes = expand_shapes
+        self.var_attrs = dict(var_attrs or {})
         self.reference = reference
         self.aliases = tuple(aliases)
         self.hint = hint or name.lower()

@@ -507,6 +507,29 @@ register(OpDef("Concat", kind="injective", aliases=("concat",), inputs=_num_args
                reference=lambda params, *xs: np.concatenate(xs, axis=params["dim"])))
 
 
+def _rnn_param_concat_shape(params, ins, outs):
+    """Concat, but several unknown inputs share what the known output leaves equally (MXNet's
+    rule for gluon.rnn's packed vector, where every direction's first i2h weight is deferred)."""
+    ins = list(ins)
+    out = outs[0]
+    missing = [k for k, s in enumerate(ins) if not known(s)]
+    if known(out) and len(missing) > 1:
+        d = norm_axis(params["dim"], len(out), "dim")
+        rest, share = divmod(out[d] - sum(s[d] for k, s in enumerate(ins) if k not in missing), len(missing))
+        if share or rest <= 0:
+            raise InferError("output %s cannot be shared equally by the %d inputs of unknown size"
+                             % (out, len(missing)))
+        for k in missing:
+            ins[k] = unify(ins[k], tuple(rest if j == d else n for j, n in enumerate(out)))
+    return _concat_shape(params, ins, outs)
+
+
+register(OpDef("_rnn_param_concat", kind="injective", inputs=_num_args_inputs, schema=CONCAT_SCHEMA,
+               num_args_key="num_args", shape=_rnn_param_concat_shape, lower=_concat_lower, gradient=_concat_grad,
+               reference=lambda params, *xs: np.concatenate(xs, axis=params["dim"]),
+               doc="Concat of gluon.rnn's flattened parameters into the packed RNN vector."))
+
+
 def _bconcat_shape(params, ins, outs):
     likes = [unify(a, b) for a, b in zip(ins[1:], outs)]
     return [ins[0]] + likes, likes

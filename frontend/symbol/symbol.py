@@ -375,7 +375,7 @@ def _parse_hint(key, text):
     from ..compiler.ops.params import Tuple
     if key == "__shape__":
         s = Tuple().convert(text)
-        return s if s and all(d > 0 for d in s) else None
+        return s or None  # 0 dims stay unknown, but the rank and the known sizes are used
     if key == "__dtype__":
         return DTYPE_BY_FLAG.get(int(text))
     return None
@@ -418,6 +418,7 @@ def _create(fname, args, kwargs, name=None, attr=None):
         else:
             var_attrs = dict(scope_attrs)
             var_attrs.update(attrs)
+            var_attrs.update(op.var_attrs.get(iname, {}))
             inputs.append(Entry(Node(None, "%s_%s" % (node_name, iname), var_attrs), 0))
     if len(pos) > len(input_names):
         raise MXNetError("operator %s (node %r) takes %d inputs (%s), got %d"

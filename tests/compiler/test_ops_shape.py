@@ -180,3 +180,18 @@ def test_bad_input(case):
 def test_bad_attribute():
     with pytest.raises(MXNetError, match="Pad"):
         mx.sym.pad(mx.sym.Variable("x"), mode="wrap", pad_width=(0, 0))
+
+
+def test_rnn_param_concat_shares_the_remainder_and_reshape_fills_one_dim():
+    """Values as MXNet 1.9.1's infer_shape gives them for the same graph."""
+    a, c = mx.sym.var("a", shape=(32, 0)), mx.sym.var("c", shape=(32, 0))
+    b, d = mx.sym.var("b", shape=(32, 8)), mx.sym.var("d", shape=(32, 8))
+    biases = [mx.sym.var("b%d" % i, shape=(32,)) for i in range(4)]
+    packed = mx.sym._rnn_param_concat(*[x.reshape((-1,)) for x in [a, b, c, d] + biases], dim=0)
+    out = mx.sym.RNN(mx.sym.var("data"), packed, mx.sym.var("s"), mx.sym.var("sc"), state_size=8, num_layers=1,
+                     bidirectional=True, mode="lstm")
+    args, _, _ = out.infer_shape(data=(5, 2, 6))
+    assert args == [(5, 2, 6), (32, 6), (32, 8), (32, 6), (32, 8), (32,), (32,), (32,), (32,), (2, 2, 8), (2, 2, 8)]
+    ones = [mx.nd.ones((2, 3)), mx.nd.zeros((4,))]
+    np.testing.assert_array_equal(mx.nd._rnn_param_concat(ones[0].reshape((-1,)), ones[1], dim=0).asnumpy(),
+                                  [1] * 6 + [0] * 4)

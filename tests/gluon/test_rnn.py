@@ -174,3 +174,26 @@ def test_cell_api():
         rnn.BidirectionalCell(rnn.GRUCell(2), rnn.GRUCell(2))(mx.nd.ones((1, 2)), [])
     sym_out, _ = rnn.GRUCell(4, prefix="g_").unroll(2, mx.sym.var("data"), layout="NTC", merge_outputs=True)
     assert "g_i2h_weight" in sym_out.list_arguments()
+
+
+def test_deferred_input_size_inside_a_hybridized_parent():
+    """Both directions' first i2h weights are deferred: _rnn_param_concat shares the packed
+    vector's remainder equally and Reshape gives each weight its missing width (MXNet's rule)."""
+    class Model(mx.gluon.HybridBlock):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            with self.name_scope():
+                self.lstm = rnn.LSTM(8, num_layers=2, bidirectional=True)
+                self.out = mx.gluon.nn.Dense(3, flatten=False)
+
+        def hybrid_forward(self, F, x):
+            return self.out(self.lstm(x))
+
+    x = mx.nd.array(np.random.RandomState(0).rand(5, 2, 6))
+    hyb, eager = Model(), Model()
+    for net in (hyb, eager):
+        net.initialize()
+    hyb.hybridize()
+    assert hyb(x).shape == eager(x).shape == (5, 2, 3)
+    assert hyb.lstm.l0_i2h_weight.shape == hyb.lstm.r0_i2h_weight.shape == (32, 6)
+    assert hyb.lstm.l1_i2h_weight.shape == (32, 16)

@@ -17,14 +17,6 @@ from ..nn import LeakyReLU
 _TENSORS = (NDArray, Symbol)
 
 
-def _cells_state_info(cells, batch_size):
-    return sum([c.state_info(batch_size) for c in cells], [])
-
-
-def _cells_begin_state(cells, **kwargs):
-    return sum([c.begin_state(**kwargs) for c in cells], [])
-
-
 def _check_valid_length(valid_length):
     if valid_length is not None:
         raise NotImplementedError("gluon.rnn unroll(valid_length=...): variable-length sequences need "
@@ -286,9 +278,23 @@ class GRUCell(_GatedCell):
         return next_h, [next_h]
 
 
-class _Sequential:
+class _CellContainer:
+    """Cells made of child cells (sequential, bidirectional): their states are the children's,
+    concatenated in order."""
+
+    def state_info(self, batch_size=0):
+        return sum([c.state_info(batch_size) for c in self._children.values()], [])
+
+    def begin_state(self, **kwargs):
+        if self._modified:
+            raise ValueError("After applying modifier cells (e.g. ZoneoutCell) the base cell cannot be called "
+                             "directly. Call the modifier cell instead.")
+        return sum([c.begin_state(**kwargs) for c in self._children.values()], [])
+
+
+class _Sequential(_CellContainer):
     """What SequentialRNNCell and HybridSequentialRNNCell share: each step runs the children in
-    order, each reading the previous one's output; states are the children's, concatenated."""
+    order, each reading the previous one's output."""
 
     def __repr__(self):
         s = "{name}(\n{modstr}\n)"
@@ -299,15 +305,6 @@ class _Sequential:
     def add(self, cell):
         """Append a cell."""
         self.register_child(cell)
-
-    def state_info(self, batch_size=0):
-        return _cells_state_info(self._children.values(), batch_size)
-
-    def begin_state(self, **kwargs):
-        if self._modified:
-            raise ValueError("After applying modifier cells (e.g. ZoneoutCell) the base cell cannot be called "
-                             "directly. Call the modifier cell instead.")
-        return _cells_begin_state(self._children.values(), **kwargs)
 
     def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None, valid_length=None):
         _check_valid_length(valid_length)
@@ -487,7 +484,7 @@ class ResidualCell(ModifierCell):
         return outputs, states
 
 
-class BidirectionalCell(HybridRecurrentCell):
+class BidirectionalCell(_CellContainer, HybridRecurrentCell):
     """Runs ``l_cell`` forward and ``r_cell`` backward in time; outputs concatenated (unroll only)."""
 
     def __init__(self, l_cell, r_cell, output_prefix="bi_"):
@@ -503,15 +500,6 @@ class BidirectionalCell(HybridRecurrentCell):
         s = "{name}(forward={l_cell}, backward={r_cell})"
         return s.format(name=self.__class__.__name__, l_cell=self._children["l_cell"],
                         r_cell=self._children["r_cell"])
-
-    def state_info(self, batch_size=0):
-        return _cells_state_info(self._children.values(), batch_size)
-
-    def begin_state(self, **kwargs):
-        if self._modified:
-            raise ValueError("After applying modifier cells (e.g. ZoneoutCell) the base cell cannot be called "
-                             "directly. Call the modifier cell instead.")
-        return _cells_begin_state(self._children.values(), **kwargs)
 
     def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None, valid_length=None):
         _check_valid_length(valid_length)

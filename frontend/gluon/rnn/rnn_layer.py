@@ -128,7 +128,7 @@ class _RNNLayer(HybridBlock):
                 for layer in range(self._num_layers)
                 for d in ["l", "r"][:self._dir]
                 for g in ["i2h", "h2h"]]
-        rnn = F.RNN(inputs, F.concat(*flat, dim=0), *states, state_size=self._hidden_size, num_layers=self._num_layers,
+        rnn = F.RNN(inputs, F._rnn_param_concat(*flat, dim=0), *states, state_size=self._hidden_size, num_layers=self._num_layers,
                     bidirectional=self._dir == 2, p=self._dropout, state_outputs=True, mode=self._mode,
                     lstm_state_clip_min=self._lstm_state_clip_min, lstm_state_clip_max=self._lstm_state_clip_max,
                     lstm_state_clip_nan=self._lstm_state_clip_nan)
