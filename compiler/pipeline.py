@@ -27,7 +27,7 @@ from .lower import lower_graph, plan_naive
 from .ops.random import KEY_DTYPE, KEY_SHAPE, KEY_SLOT
 from .memory import plan_memory
 from .passes.fuse import fuse
-from .report import CompileReport
+from .report import CompileReport, describe_program, removed_nodes
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ GRAD = "__grad:%s"
 GRAD_IN = "__grad_in:%s"
 AUX_UPDATE = "__aux_update:%s"
 REMAT_MODES = {False: None, True: "checkpoint", "cheap": "cheap", "checkpoint": "checkpoint"}
+# passes whose removed nodes the report names (a picture can say what CSE merged)
+REMOVING_PASSES = frozenset([name for name, _ in SIMPLIFY_PASSES] + ["shape_noops"])
 
 
 class PassManager:
@@ -46,6 +48,7 @@ class PassManager:
         env = os.environ.get("KILN_DISABLE_PASSES", "")
         self.disabled = set(disabled) | {p.strip() for p in env.split(",") if p.strip()}
         self.report = CompileReport()
+        self.removed = {}  # pass name -> removed_nodes(), for REMOVING_PASSES
 
     def run(self, name, fn, graph, *args, **kwargs):
         if name in self.disabled:
@@ -54,6 +57,8 @@ class PassManager:
         t0 = time.perf_counter()
         result = fn(graph, *args, **kwargs)
         after = len(result.nodes) if isinstance(result, Graph) else before
+        if name in REMOVING_PASSES and after < before:
+            self.removed[name] = removed_nodes(graph, result)
         self.report.passes.append({"name": name, "nodes_before": before, "nodes_after": after,
                                    "seconds": time.perf_counter() - t0})
         return result
@@ -200,10 +205,12 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
                              "seconds": time.perf_counter() - t0})
     t0 = time.perf_counter()
     n_launches = sum(len(launches) for launches in low.phases.values())
+    inplace = ()
     if "memory" in pm.disabled:
         pm.report.memory = dict(plan_naive(low), aliased=0)
     else:
-        pm.report.memory = plan_memory(low).stats
+        plan = plan_memory(low)
+        pm.report.memory, inplace = plan.stats, plan.inplace
         pm.report.passes.append({"name": "memory", "nodes_before": n_launches,
                                  "nodes_after": sum(len(launches) for launches in low.phases.values()),
                                  "seconds": time.perf_counter() - t0})
@@ -218,10 +225,24 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
                 seen.add(launch.kernel.name)
                 pm.report.kernels.append({"name": launch.kernel.name, "ops": launch.ops, "backend": "llvm"})
     pm.report.program_cache = {"hit": None}
+    pm.report.program = describe_program([(p, l) for p, launches in low.phases.items() for l in launches],
+                                         low.slots, low.slot_of, _slot_roles(low, info, graph), inplace,
+                                         pm.removed)
     spec = ProgramSpec(name, ir_text, ["forward", "backward"], low.slots, pm.report.memory["arena_bytes"],
                        pm.report.to_dict())
     program_cache.store(key, spec, info)
     return spec, info
+
+
+def _slot_roles(low, info, graph):
+    """slot index -> role of each external slot, for the report's picture of the program."""
+    by_name = {info["rng_key"]: "rng_key"} if info["rng_key"] else {}
+    by_name.update({v.name: "aux" for v in graph.auxiliary_states()})
+    for role, names in (("head_grad", info["head_grads"]), ("grad_in", info["grad_in"].values()),
+                        ("output", info["outputs"]), ("grad", info["grads"].values()),
+                        ("aux_update", info["aux_updates"].values())):
+        by_name.update({n: role for n in names})
+    return {i: by_name.get(s.name, "input") for i, s in enumerate(low.slots) if s.external}
 
 
 def _regions(slots):

@@ -3,6 +3,31 @@
 Plain data (it travels inside ProgramSpec as a dict), with a readable table
 for people and JSON for tools. Items are reachable as attributes
 (``rep.kernels``) and, for older callers, as keys (``rep["kernels"]``).
+
+``program`` describes the compiled program so that a picture can be drawn from
+it (``kiln.viz_compiled``) without the compiler's objects; empty for reports
+stored before it existed. Keys:
+
+- ``launches``: kernel calls in run order (forward, then backward), each
+  ``{"phase", "kernel", "nodes", "reads": [slot], "writes": [slot]}``; slots
+  are indices into ``slots``. ``nodes`` are the fused graph nodes, root last
+  (it writes the launch's slots), each ``{"name", "op", "reads": [slot],
+  "fused_inputs": [position in nodes]}``: what each operator reads from memory
+  and from the other operators computed inside the same kernel (an input
+  read only for its shape is listed when the kernel loads that buffer for
+  another operator). Reshape-like launches the memory planner turned into
+  aliases are not launched and do not appear.
+- ``slots``: ``{"name", "shape", "dtype", "nbytes", "role", "offset",
+  "alias_of", "inplace_of"}``. role: ``input`` (a graph variable), ``aux`` (a
+  variable an operator mutates: BatchNorm's moving statistics), ``head_grad``,
+  ``grad_in`` (previous gradient of grad_req='add'), ``rng_key``, ``output``,
+  ``grad``, ``aux_update`` (external, bound to caller arrays) or ``internal``
+  (in the arena at byte ``offset``). ``alias_of``: the slot whose storage an
+  internal slot views (a removed reshape); ``inplace_of``: the input slot
+  whose bytes the writing kernel overwrote in place. Internal slots whose byte
+  ranges overlap are never live at the same time, except in-place pairs.
+- ``removed``: per simplification pass, names of the operator nodes it removed
+  (at most ``REMOVED_NAMES`` each) and ``count``.
 """
 from __future__ import annotations
 
@@ -17,6 +42,7 @@ class CompileReport:
     memory: dict = field(default_factory=dict)
     jit: dict = field(default_factory=dict)
     program_cache: dict = field(default_factory=dict)  # "hit": None, "memory" or "disk"
+    program: dict = field(default_factory=dict)  # launches, slots, removed (module docstring)
 
     @property
     def total_seconds(self):
@@ -33,7 +59,7 @@ class CompileReport:
 
     @classmethod
     def from_dict(cls, d):
-        return cls(**{k: d[k] for k in ("passes", "kernels", "memory", "jit", "program_cache")
+        return cls(**{k: d[k] for k in ("passes", "kernels", "memory", "jit", "program_cache", "program")
                      if k in d})
 
     def __str__(self):
@@ -55,3 +81,52 @@ class CompileReport:
                             m.get("aliased", 0)))
         lines.append("total compile seconds: %.3f" % self.total_seconds)
         return "\n".join(lines)
+
+
+REMOVED_NAMES = 32
+
+
+def removed_nodes(before, after):
+    """Names of operator nodes of graph ``before`` missing from ``after`` (a pass keeps the names
+    of the nodes it copies), for ``program["removed"]``."""
+    left = {}
+    for n in after.nodes:
+        left[n.name] = left.get(n.name, 0) + 1
+    gone = []
+    for n in before.nodes:
+        if n.op is None:
+            continue
+        if left.get(n.name, 0):
+            left[n.name] -= 1
+        else:
+            gone.append(n.name)
+    return {"names": gone[:REMOVED_NAMES], "count": len(gone)}
+
+
+def describe_program(launches, slots, slot_of, roles, inplace=(), removed=None):
+    """``program`` for the report: ``launches`` [(phase, Launch)] in run order, ``slots`` the
+    SlotSpecs after memory planning, ``slot_of`` graph entry key -> slot index, ``roles`` slot
+    index -> role of each external slot, ``inplace`` the planner's (position, input slot,
+    output slot) triples."""
+    inplace_of = {dst: src for _, src, dst in inplace}
+    out_slots = []
+    for i, s in enumerate(slots):
+        internal = not s.external
+        out_slots.append({"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "nbytes": s.nbytes,
+                          "role": roles.get(i, "input") if s.external else "internal",
+                          "offset": s.offset if internal and s.alias_of is None else None,
+                          "alias_of": s.alias_of, "inplace_of": inplace_of.get(i)})
+    out_launches = []
+    for phase, launch in launches:
+        n_in = len(launch.kernel.inputs)
+        reads = list(launch.slots[:n_in])
+        position = {n.uid: k for k, n in enumerate(launch.nodes)}
+        nodes = []
+        for n in launch.nodes:
+            fused = sorted({position[e.node.uid] for e in n.inputs if e.node.uid in position})
+            mem = [slot_of[e.key()] for e in n.inputs if e.node.uid not in position and e.key() in slot_of]
+            nodes.append({"name": n.name, "op": n.op.name, "fused_inputs": fused,
+                          "reads": sorted({s for s in mem if s in reads})})  # shape-only inputs are not read
+        out_launches.append({"phase": phase, "kernel": launch.kernel.name, "nodes": nodes,
+                             "reads": reads, "writes": list(launch.slots[n_in:])})
+    return {"launches": out_launches, "slots": out_slots, "removed": dict(removed or {})}

@@ -463,6 +463,7 @@ class HybridBlock(Block):
         super().__init__(prefix=prefix, params=params)
         self._cached_graph = ()
         self._cached = {}
+        self._last_compiled = None
         self._in_format = None
         self._out_format = None
         self._active = False
@@ -483,6 +484,7 @@ class HybridBlock(Block):
     def _clear_cached_op(self):
         self._cached_graph = ()
         self._cached = {}
+        self._last_compiled = None
 
     def hybridize(self, active=True, backend=None, clear=True, static_alloc=False, static_shape=False,
                   inline_limit=2, forward_bulk_size=None, backward_bulk_size=None, **kwargs):
@@ -730,6 +732,7 @@ class HybridBlock(Block):
         recording = autograd.is_recording()
         is_train = autograd.is_training()
         c, in_names, arg_names = self._compiled_for(args, data, ctx, recording, is_train)
+        self._last_compiled = c  # what viz_compiled draws for this block
         # current parameter arrays (cast / reinitialisation may have replaced them)
         params_in_order = [p.data(ctx) for p in c.param_list]
         call = _HybridCall(c, is_train, ctx)

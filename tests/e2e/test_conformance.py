@@ -1,4 +1,4 @@
-"""The Symbol, NDArray, autograd, Gluon and initialiser scenarios recorded from MXNet 1.9.1
+"""The Symbol, NDArray, autograd, Gluon, initialiser and visualisation scenarios recorded from MXNet 1.9.1
 (../shared/conformance).
 
 Scenarios listed in KNOWN_FAILING record an MXNet bug that kiln does not copy,
@@ -18,7 +18,7 @@ KNOWN_FAILING = {
     "006_sym_group_internals": "MXNet 1.9.1 computed group_eval_fc2 without the relu between fc1 and fc2",
     "081_init_mixed_pattern": "uses mx.mod.Module, which belongs to the Module/KVStore work",
 }
-FAMILIES = ("_sym_", "_nd_", "_ag_", "_gluon_", "_init_")
+FAMILIES = ("_sym_", "_nd_", "_ag_", "_gluon_", "_init_", "_viz_")
 
 
 def _scenarios():

@@ -1,6 +1,9 @@
 """Every example runs, and does what it claims."""
 import importlib.util
 import pathlib
+import shutil
+
+import pytest
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
@@ -33,3 +36,14 @@ def test_char_rnn_loss_falls():
     losses = _load("char_rnn").train(epochs=3, n_sentences=200, seq_len=16)
     assert len(losses) == 3
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_plot_lenet_writes_both_pictures(tmp_path):
+    pytest.importorskip("graphviz")
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot program is not installed")
+    paths = _load("plot_lenet").main(str(tmp_path))
+    assert [pathlib.Path(p).name for p in paths] == ["lenet.svg", "lenet_compiled.svg"]
+    plain, compiled = (pathlib.Path(p).read_text() for p in paths)
+    assert "<svg" in plain and "conv1" in plain
+    assert "cluster_" in compiled and "_conv_fwd_gemm" in compiled
