@@ -27,7 +27,7 @@ from .lower import lower_graph, plan_naive
 from .ops.random import KEY_DTYPE, KEY_SHAPE, KEY_SLOT
 from .memory import plan_memory
 from .passes.fuse import fuse
-from .report import CompileReport, describe_program, removed_nodes
+from .report import CompileReport, describe_program, flops_totals, kernel_flops, removed_nodes
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,16 @@ def _materialise(entries, taken):
 
 
 def compile_program(heads, var_shapes, var_types, grad_req=None, name="program", disabled_passes=(),
-                    remat=False, fastmath=None, is_train=False):
+                    remat=False, fastmath=None, is_train=False, num_threads=None):
     """Compile ``heads`` (list of Entry) for the given variable shapes/dtypes.
 
     grad_req: variable name -> 'write' | 'add' | 'null'. remat: False, True (checkpointing,
     ``passes/remat.py``) or 'cheap' (recompute only cheap values) trades backward work for
     memory. fastmath: LLVM fast-math flags (default ``$KILN_FASTMATH``). is_train: compile
     training-sensitive nodes (Dropout) for training (``passes/training.py``); ignored for
-    graphs without such nodes. Returns (ProgramSpec, info) where info names the slots of
+    graphs without such nodes. num_threads: worker threads parallel kernels may use (default
+    ``parallel_threads()``; ahead-of-time builds give their own, see ``aot.py``).
+    Returns (ProgramSpec, info) where info names the slots of
     outputs, gradients and head gradients, and ``info["rng_key"]`` the hidden int64 input
     of shape (2,) holding [seed, counter] that random nodes read (None without random
     nodes), and ``info["aux_updates"]`` maps auxiliary variables that a training program
@@ -105,7 +107,7 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     remat_mode = REMAT_MODES[remat]
     pm = PassManager(disabled_passes)
     fastmath = fastmath_flags(fastmath)
-    num_threads = parallel_threads()
+    num_threads = parallel_threads() if num_threads is None else max(1, int(num_threads))
     is_train = bool(is_train) and training_sensitive(Graph(heads))
     # every option that changes the program must be in the key
     options = {"name": name, "disabled": sorted(pm.disabled), "remat": remat_mode, "fastmath": fastmath,
@@ -218,12 +220,18 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     ir_text = emit_program(name, low.kernels, low.calls(), num_threads, fastmath, _regions(low.slots))
     pm.report.passes.append({"name": "codegen_llvm", "nodes_before": len(low.kernels),
                              "nodes_after": len(low.kernels), "seconds": time.perf_counter() - t0})
-    seen = set()
+    kernels = {}  # name -> report item, in order of first launch
     for launches in low.phases.values():
         for launch in launches:
-            if launch.kernel.name not in seen:
-                seen.add(launch.kernel.name)
-                pm.report.kernels.append({"name": launch.kernel.name, "ops": launch.ops, "backend": "llvm"})
+            item = kernels.get(launch.kernel.name)
+            if item is None:
+                item = kernels[launch.kernel.name] = {"name": launch.kernel.name, "ops": launch.ops,
+                                                      "backend": "llvm", "launches": 0,
+                                                      "flops": kernel_flops(launch.kernel)}
+                pm.report.kernels.append(item)
+            item["launches"] += 1
+    pm.report.flops = flops_totals([(p, kernels[l.kernel.name]["flops"]) for p, launches in low.phases.items()
+                                    for l in launches])
     pm.report.program_cache = {"hit": None}
     pm.report.program = describe_program([(p, l) for p, launches in low.phases.items() for l in launches],
                                          low.slots, low.slot_of, _slot_roles(low, info, graph), inplace,

@@ -28,11 +28,26 @@ stored before it existed. Keys:
   ranges overlap are never live at the same time, except in-place pairs.
 - ``removed``: per simplification pass, names of the operator nodes it removed
   (at most ``REMOVED_NAMES`` each) and ``count``.
+
+``flops`` estimates the arithmetic of one run (``kernel_flops``), so that
+``kiln inspect`` can say what a model costs without running it: per phase
+(``forward``, ``backward``) and over both, ``gemm`` (2*m*n*k per matrix
+product: dense layers, convolutions through their im2col GEMM), ``other``
+(every other stage: element count times the code generator's scalar-operation
+estimate, which counts loads and index arithmetic too) and ``total``. Each
+``kernels`` item has its per-call ``flops`` and its ``launches`` count.
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
+
+from .codegen.llvm import work_per_element
+from .codegen.llvm_ctc import WORK_PER_ACTIVATION, WORK_PER_STATE
+from .codegen.llvm_sort import WORK_PER_ELEMENT_PASS
+from .expr import Call, Cast, Reduce, map_children
+from .kernel import CTC, Compute, Gemm, ScatterAdd, Sort
 
 
 @dataclass
@@ -43,6 +58,7 @@ class CompileReport:
     jit: dict = field(default_factory=dict)
     program_cache: dict = field(default_factory=dict)  # "hit": None, "memory" or "disk"
     program: dict = field(default_factory=dict)  # launches, slots, removed (module docstring)
+    flops: dict = field(default_factory=dict)  # per phase and overall: gemm, other, total
 
     @property
     def total_seconds(self):
@@ -59,7 +75,8 @@ class CompileReport:
 
     @classmethod
     def from_dict(cls, d):
-        return cls(**{k: d[k] for k in ("passes", "kernels", "memory", "jit", "program_cache", "program")
+        return cls(**{k: d[k] for k in ("passes", "kernels", "memory", "jit", "program_cache", "program",
+                                           "flops")
                      if k in d})
 
     def __str__(self):
@@ -72,15 +89,88 @@ class CompileReport:
         if self.program_cache.get("hit"):
             lines.append("  (program from the %s cache: no pass ran)" % self.program_cache["hit"])
         lines.append("kernels (%d):" % len(self.kernels))
+        if self.kernels and "flops" in self.kernels[0]:
+            lines.append("  %-40s %-6s %8s %5s  %s" % ("name", "", "flops", "calls", "operators"))
         for k in self.kernels:
-            lines.append("  %-40s %-6s %s" % (k["name"], k["backend"], " ".join(k["ops"])))
+            flops = k.get("flops")
+            cost = " %8s %5d" % (_si(flops["gemm"] + flops["other"]), k["launches"]) if flops else ""
+            lines.append("  %-40s %-6s%s  %s" % (k["name"], k["backend"], cost, " ".join(k["ops"])))
         if self.memory:
             m = self.memory
             lines.append("memory: arena %s bytes, naive %s bytes, in-place %s, reused %s, aliased %s"
                          % (m.get("arena_bytes"), m.get("naive_bytes"), m.get("inplace"), m.get("reused"),
                             m.get("aliased", 0)))
+        for phase in ("forward", "backward"):
+            f = self.flops.get(phase)
+            if f and f["total"]:
+                lines.append("%s flops: %s (gemm %s, other %s)" % (phase, _si(f["total"]), _si(f["gemm"]),
+                                                                  _si(f["other"])))
+        if self.flops:
+            lines.append("total flops: %s" % _si(self.flops["total"]))
         lines.append("total compile seconds: %.3f" % self.total_seconds)
         return "\n".join(lines)
+
+
+def _si(n):
+    """``n`` with an SI suffix (1.23G): FLOP counts span many orders of magnitude."""
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return "%.3g%s" % (n / div, suffix)
+    return str(n)
+
+
+def kernel_flops(kernel):
+    """Estimated operations of one call of ``kernel`` (static shapes, as ``compile_program``
+    makes): ``{"gemm": 2*m*n*k*batch summed over its products, "other": the rest}``. A GEMM's
+    epilogue (fused bias, activation) counts as other, per output element."""
+    gemm = other = 0
+    for st in kernel.stages:
+        if isinstance(st, Gemm):
+            gemm += 2 * st.m * st.n * st.k * st.batch
+            if st.epilogue is not None:
+                other += st.m * st.n * st.batch * work_per_element(st.epilogue)
+        elif isinstance(st, Compute):  # a product lowered as a reduction (float16) is still a GEMM
+            products = int(st.out.size) * _summed_products(st.body)
+            gemm += products
+            other += max(0, int(st.out.size) * work_per_element(st.body) - products)
+        elif isinstance(st, ScatterAdd):  # zero-fill, then one add per source position
+            other += int(st.out.size) + math.prod(st.extents) * (work_per_element(st.value) + 1)
+        elif isinstance(st, Sort):
+            other += st.rows * st.n * max(1, math.ceil(math.log2(max(st.n, 2)))) * WORK_PER_ELEMENT_PASS
+        elif isinstance(st, CTC):
+            other += st.N * (2 * st.T * st.S * WORK_PER_STATE + st.T * st.C * WORK_PER_ACTIVATION)
+    return {"gemm": gemm, "other": other}
+
+
+def _summed_products(e):
+    """2 x the iterations of the sums of products in ``e``: matrix products (and convolutions)
+    that have no ``Gemm`` stage, such as float16 ones, are reductions of ``a * b``."""
+    seen, total = set(), [0]
+
+    def go(x):
+        if id(x) not in seen:
+            seen.add(id(x))
+            if isinstance(x, Reduce) and x.kind == "sum":
+                body = x.body.x if isinstance(x.body, Cast) else x.body
+                if isinstance(body, Call) and body.fn == "mul":
+                    total[0] += 2 * math.prod(x.extents)
+            map_children(x, go)
+        return x
+    go(e)
+    return total[0]
+
+
+def flops_totals(launches):
+    """``report.flops`` from ``launches`` [(phase, kernel_flops of the launched kernel)]."""
+    out = {}
+    for phase, f in launches:
+        for key in (phase, None):
+            t = out.setdefault(key, {"gemm": 0, "other": 0, "total": 0})
+            t["gemm"] += f["gemm"]
+            t["other"] += f["other"]
+            t["total"] += f["gemm"] + f["other"]
+    total = out.pop(None, {"gemm": 0, "other": 0, "total": 0})
+    return dict(out, **total)
 
 
 REMOVED_NAMES = 32

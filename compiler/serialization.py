@@ -17,10 +17,15 @@ and line breaks follow from the same decisions MXNet makes:
 
 Reading accepts every layout and every 1.x vintage: ``attr``/``param``/``attrs``
 dicts, two-element entries, no ``node_row_ptr``, ``backward_source_id``, and
-files without ``mxnet_version`` (0.8.0), whose legacy attribute keys and
-missing auxiliary inputs are upgraded as MXNet's loader does. Every problem
-raises ``MXNetError`` naming the node; file contents are only ever parsed as
-JSON, never evaluated.
+files without ``mxnet_version`` (0.8.0). Older files are upgraded as MXNet
+1.9.1's loader (``legacy_json_util.cc``) does, by the version they carry:
+before 1.9.1 plain hidden keys (``lr_mult``) become ``__lr_mult__`` and
+``<input>_lr_mult`` moves onto that input variable; before 0.9.0 auxiliary
+inputs were not saved and are created (with the operator's attributes);
+before 0.9.4 variables read as BatchNorm's moving statistics get their
+``__init__``; before 0.9.5 ``argmax``/``argmin`` with ``axis=-1`` meant the
+flattened array. Every problem raises ``MXNetError`` naming the node; file
+contents are only ever parsed as JSON, never evaluated.
 """
 from __future__ import annotations
 
@@ -32,6 +37,9 @@ from .ops import registry
 
 MXNET_VERSION = 10901  # written as MXNet 1.9.1 writes it
 LEGACY_VERSION = 800  # a file without mxnet_version comes from MXNet 0.8.0
+AUX_SAVED_VERSION = 900  # files from 0.9.0 on name every input, auxiliary states included
+VAR_INIT_VERSION = 904  # 0.9.4 moved BatchNorm's statistics initialisers onto the variables
+OPTIONAL_AXIS_VERSION = 905  # 0.9.5 made argmax/argmin's axis optional: -1 had meant "flatten"
 LEGACY_HIDDEN = ("ctx_group", "lr_mult", "wd_mult", "force_mirroring", "mirror_stage")
 
 
@@ -332,7 +340,7 @@ def _check_operators(raw_nodes):
 
 
 def _split_legacy(attrs):
-    """0.8.0 files: plain hidden keys -> ``__key__``; ``<arg>_<key>`` set aside for the input."""
+    """Files before 1.9.1: plain hidden keys -> ``__key__``; ``<arg>_<key>`` set aside for the input."""
     kept, per_input = {}, []
     for k, v in attrs.items():
         if k in LEGACY_HIDDEN:
@@ -380,10 +388,11 @@ def _read_node(i, rn, nodes, version):
     raw_deps = rn.get("control_deps", [])
     if not isinstance(raw_deps, list) or not all(_is_int(c) and 0 <= c < i for c in raw_deps):
         _fail("%s: control_deps must be ids of earlier nodes, got %r" % (where, raw_deps))
-    legacy = version < 900
     per_input = []
-    if legacy:
+    if version < MXNET_VERSION:
         attrs, per_input = _split_legacy(attrs)
+    if version < OPTIONAL_AXIS_VERSION and rn["op"] in ("argmax", "argmin") and attrs.get("axis") == "-1":
+        del attrs["axis"]
 
     if rn["op"] == "null":
         if inputs:
@@ -400,18 +409,27 @@ def _read_node(i, rn, nodes, version):
                              % (where, op.name, len(names), "" if len(names) == 1 else "s",
                                 names, len(node.inputs)))
         if len(node.inputs) < len(names):
-            if not legacy:
+            if version >= AUX_SAVED_VERSION:
                 raise MXNetError("%s: operator %s takes %d inputs %s, but the file gives %d (missing %s)"
                                  % (where, op.name, len(names), names, len(node.inputs),
                                     names[len(node.inputs):]))
-            # before 0.9.0 auxiliary states were not saved: create them as MXNet's loader does
+            # before 0.9.0 auxiliary states were not saved: create them as MXNet's loader does,
+            # with a copy of the operator's attributes
             for iname in names[len(node.inputs):]:
-                node.inputs.append(Entry(Node(None, "%s_%s" % (node.name, iname)), 0))
+                node.inputs.append(Entry(Node(None, "%s_%s" % (node.name, iname), dict(node.attrs)), 0))
+        if version < VAR_INIT_VERSION:
+            for iname, entry in zip(names, node.inputs):
+                if entry.node.is_variable and "__init__" not in entry.node.attrs:
+                    entry.node.attrs.update(op.var_attrs.get(iname, {}))
         for key, arg, hidden, value in per_input:
             if arg not in names:
                 raise MXNetError("%s: legacy attribute %r names no input of operator %s (inputs: %s)"
                                  % (where, key, op.name, names))
-            node.inputs[names.index(arg)].node.attrs[hidden] = value
+            target = node.inputs[names.index(arg)].node
+            if not target.is_variable:
+                raise MXNetError("%s: legacy attribute %r is for input %s, which is operator %r, not a variable"
+                                 % (where, key, arg, target.name))
+            target.attrs[hidden] = value
     node.control_deps.extend(nodes[c] for c in raw_deps)
     return node
 

@@ -76,7 +76,7 @@ def _resolve(source, shape, dtype, grad):
     from .gluon.block import HybridBlock
     from .symbol import Symbol
     if isinstance(source, Symbol):
-        return _compile_symbol(source, shape, dtype, grad)
+        return compile_symbol(source, shape, dtype, grad)
     if isinstance(source, Executor):
         params = {n for n in source.arg_names if n.endswith(_WEIGHT_SUFFIXES)} | set(source.aux_names)
         return source._program.spec.report, params
@@ -91,7 +91,7 @@ def _resolve(source, shape, dtype, grad):
                      "HybridBlock" % type(source).__name__)
 
 
-def _compile_symbol(symbol, shape, dtype, grad):
+def compile_symbol(symbol, shape, dtype, grad):
     """Compile as ``simple_bind`` would (same program, so the program cache is shared), without
     loading native code: a picture needs the report only."""
     if not shape:

@@ -81,9 +81,21 @@ def cache_dir():
     return value or None
 
 
-def optimize(ir_text, opt_level):
-    """Parse, verify and run the JIT's optimisation pipeline; returns the module and machine."""
-    llvm, tm = _llvm()
+def target_machine(cpu=None, features=None, opt_level=3, reloc="default"):
+    """A target machine for this host's triple; ``cpu``/``features`` default to the host's
+    (ahead-of-time builds pass ``reloc="pic"`` and may name a portable CPU such as x86-64)."""
+    llvm, _ = _llvm()
+    target = llvm.Target.from_default_triple()
+    cpu = llvm.get_host_cpu_name() if cpu is None else cpu
+    features = llvm.get_host_cpu_features().flatten() if features is None else features
+    return target.create_target_machine(cpu=cpu, features=features, opt=opt_level, reloc=reloc)
+
+
+def optimize(ir_text, opt_level, tm=None):
+    """Parse, verify and run the JIT's optimisation pipeline (for ``tm``, default the JIT's
+    host machine); returns the module and machine."""
+    llvm, host_tm = _llvm()
+    tm = host_tm if tm is None else tm
     mod = llvm.parse_assembly(ir_text)
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)

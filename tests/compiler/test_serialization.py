@@ -357,13 +357,16 @@ def test_legacy_080_attributes_are_upgraded():
     np.testing.assert_array_equal(out, np.maximum(x @ w.T - 5, 0))
 
 
-def test_versioned_file_keeps_plain_keys_and_merges_dicts():
-    js = _doc([{"op": "null", "name": "w", "attrs": {"lr_mult": "3"}, "inputs": []},
-               {"op": "_mul_scalar", "name": "m", "param": {"scalar": "2"}, "attr": {"__a__": "1"},
-                "attrs": {"__b__": "2"}, "inputs": [[0, 0]]}],
-              [[1, 0]], attrs={"mxnet_version": ["int", 10200]})
-    d = mx.sym.load_json(js).attr_dict()
-    assert d == {"w": {"lr_mult": "3"}, "m": {"scalar": "2", "__a__": "1", "__b__": "2"}}
+def test_versioned_file_merges_dicts_and_upgrades_hidden_keys_before_191():
+    def load(version):
+        js = _doc([{"op": "null", "name": "w", "attrs": {"lr_mult": "3"}, "inputs": []},
+                   {"op": "_mul_scalar", "name": "m", "param": {"scalar": "2"}, "attr": {"__a__": "1"},
+                    "attrs": {"__b__": "2"}, "inputs": [[0, 0]]}],
+                  [[1, 0]], attrs={"mxnet_version": ["int", version]})
+        return mx.sym.load_json(js).attr_dict()
+    # MXNet 1.9.1 upgrades every older file's plain hidden keys (legacy_json_util.cc's FixParsing)
+    assert load(10200) == {"w": {"__lr_mult__": "3"}, "m": {"scalar": "2", "__a__": "1", "__b__": "2"}}
+    assert load(10901)["w"] == {"lr_mult": "3"}  # its own files are taken as written
 
 
 def test_legacy_missing_aux_inputs_are_created(fake_ops):
@@ -390,6 +393,142 @@ def test_legacy_key_naming_no_input_is_an_error():
               "inputs": [[0, 0]]}]
     with pytest.raises(MXNetError, match=r"node 1 \('m'\).*'gamma_lr_mult' names no input"):
         mx.sym.load_json(_doc(nodes, [[1, 0]]))
+
+
+def test_legacy_080_batchnorm_statistics_are_created_with_attributes_and_initialisers():
+    nodes = [{"op": "null", "name": n, "inputs": []} for n in ("x", "bn0_gamma", "bn0_beta")]
+    nodes.append({"op": "BatchNorm", "name": "bn0", "param": {"eps": "0.001", "fix_gamma": "False"},
+                  "inputs": [[0, 0], [1, 0], [2, 0]]})
+    s = mx.sym.load_json(_doc(nodes, [[3, 0]]))
+    attrs = s.attr_dict()
+    # as MXNet 1.9.1: a copy of the operator's attributes, then the initialiser 0.9.4 added
+    assert attrs["bn0_moving_mean"] == {"eps": "0.001", "fix_gamma": "False", "__init__": '["zero", {}]'}
+    assert attrs["bn0_moving_var"] == {"eps": "0.001", "fix_gamma": "False", "__init__": '["one", {}]'}
+    # a 0.9.3 file names the statistics; they get their initialisers too, unless they have one
+    nodes = [{"op": "null", "name": n, "inputs": []} for n in ("x", "g", "b", "mm")]
+    nodes.append({"op": "null", "name": "mv", "attrs": {"__init__": '["constant", {"value": 2}]'}, "inputs": []})
+    nodes.append({"op": "BatchNorm", "name": "bn0", "attrs": {"eps": "0.001"},
+                  "inputs": [[0, 0], [1, 0], [2, 0], [3, 0], [4, 0]]})
+    for version, mm in ((903, {"__init__": '["zero", {}]'}), (904, {})):
+        attrs = mx.sym.load_json(_doc(nodes, [[5, 0]], attrs={"mxnet_version": ["int", version]})).attr_dict()
+        assert attrs.get("mm", {}) == mm
+        assert attrs["mv"] == {"__init__": '["constant", {"value": 2}]'}
+
+
+def test_legacy_argmax_axis_minus_one_meant_flatten():
+    nodes = [X, {"op": "argmax", "name": "a", "param": {"axis": "-1"}, "inputs": [[0, 0]]}]
+    x = np.array([[1, 9, 3], [7, 2, 8]], np.float32)
+    for version, want in ((904, [1.0]), (905, [1.0, 2.0])):  # before 0.9.5: over the flattened array
+        s = mx.sym.load_json(_doc(nodes, [[1, 0]], attrs={"mxnet_version": ["int", version]}))
+        np.testing.assert_array_equal(s.eval(ctx=mx.cpu(), x=mx.nd.array(x))[0].asnumpy(), want)
+
+
+def test_legacy_key_for_an_operator_input_is_an_error():
+    nodes = [X, {"op": "Activation", "name": "r", "param": {"act_type": "relu"}, "inputs": [[0, 0]]},
+             {"op": "Activation", "name": "r2", "param": {"act_type": "relu"}, "attr": {"data_lr_mult": "2"},
+              "inputs": [[1, 0]]}]
+    with pytest.raises(MXNetError, match=r"node 2 \('r2'\).*'data_lr_mult' is for input data, which is operator"):
+        mx.sym.load_json(_doc(nodes, [[2, 0]]))
+
+
+def _legacy_spelling(js, version, aux_names, target_shape):
+    """A kiln-written document respelled as an older MXNet wrote it: operator attributes under
+    ``param`` and hidden ones under ``attr`` (0.9-0.11), two-element entries, no
+    ``node_row_ptr``, ``backward_source_id``, CamelCase operator aliases, ``Reshape`` with
+    ``target_shape`` (0: the one size inferred; None keeps ``shape``), and ``mxnet_version``
+    ``version`` (None: none, as 0.8.0, which did not save the auxiliary states ``aux_names``
+    either)."""
+    aliases = {"elemwise_add": "_Plus", "_plus_scalar": "_PlusScalar", "_mul_scalar": "_MulScalar"}
+    doc = json.loads(js)
+    if version is None:
+        keep = [i for i, n in enumerate(doc["nodes"]) if n["name"] not in aux_names]
+        new_id = {old: new for new, old in enumerate(keep)}
+        doc["nodes"] = [doc["nodes"][i] for i in keep]
+        for node in doc["nodes"]:
+            node["inputs"] = [[new_id[e[0]]] + e[1:] for e in node["inputs"] if e[0] in new_id]
+        doc["heads"] = [[new_id[e[0]]] + e[1:] for e in doc["heads"]]
+        doc["arg_nodes"] = [new_id[i] for i in doc["arg_nodes"] if i in new_id]
+    for node in doc["nodes"]:
+        attrs = node.pop("attrs", {})
+        hidden = {k: v for k, v in attrs.items() if k.startswith("__")}
+        params = {k: v for k, v in attrs.items() if not k.startswith("__")}
+        if node["op"] == "Reshape" and target_shape:
+            del params["shape"]
+            params["target_shape"] = target_shape
+        node["op"] = aliases.get(node["op"], node["op"])
+        node["param"] = params
+        if hidden:
+            node["attr"] = hidden
+        node["inputs"] = [e[:2] for e in node["inputs"]]
+        node["backward_source_id"] = -1
+    doc["heads"] = [e[:2] for e in doc["heads"]]
+    del doc["node_row_ptr"]
+    if version is None:
+        del doc["attrs"]
+    else:
+        doc["attrs"] = {"mxnet_version": ["int", version]}
+    return json.dumps(doc, indent=2)
+
+
+@pytest.mark.parametrize("version", [None, 903, 1100, 10300])
+def test_legacy_spellings_give_the_same_outputs(version):
+    with mx.name.NameManager():
+        data = mx.sym.Variable("data", lr_mult=2.0)
+        conv = mx.sym.Convolution(data, kernel=(3, 3), num_filter=4, pad=(1, 1), name="conv")
+        bn = mx.sym.BatchNorm(conv, fix_gamma=False, name="bn")
+        act = mx.sym.Activation(bn, act_type="relu", name="relu")
+        res = mx.sym.elemwise_add(act, conv, name="res") * 0.5 + 1
+        pool = mx.sym.Pooling(res, kernel=(2, 2), stride=(2, 2), pool_type="max", name="pool")
+        flat = mx.sym.Reshape(pool, shape=(0, -1), name="flat")
+        net = mx.sym.FullyConnected(flat, num_hidden=5, name="fc")
+    modern = net.tojson()
+    legacy = _legacy_spelling(modern, version, net.list_auxiliary_states(), "(0, 36)")  # 4 x 3 x 3
+    assert '"param"' in legacy and "target_shape" in legacy and "_Plus" in legacy and "node_row_ptr" not in legacy
+    old = mx.sym.load_json(legacy)
+    assert old.list_arguments() == net.list_arguments()
+    assert old.list_auxiliary_states() == net.list_auxiliary_states()
+    assert old.attr_dict()["data"]["__lr_mult__"] == "2.0"
+    assert old.attr_dict()["bn_moving_var"]["__init__"] == '["one", {}]'
+    rs = np.random.RandomState(0)
+    arg_shapes, _, aux_shapes = net.infer_shape(data=(2, 3, 6, 6))
+    args = {n: mx.nd.array(rs.uniform(0.5, 1.5, s)) for n, s in zip(net.list_arguments(), arg_shapes)}
+    aux = {n: mx.nd.array(rs.uniform(0.5, 1.5, s)) for n, s in zip(net.list_auxiliary_states(), aux_shapes)}
+    want, got = (s.bind(mx.cpu(), args=args, aux_states=aux).forward()[0].asnumpy() for s in (net, old))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    # written back as MXNet 1.9.1 writes it: the same as the modern file, but the operators' spelling
+    again = json.loads(old.tojson())
+    assert [n["name"] for n in again["nodes"]] == [n["name"] for n in json.loads(modern)["nodes"]]
+    assert "backward_source_id" not in old.tojson() and again["attrs"]["mxnet_version"] == ["int", 10901]
+
+
+def test_legacy_checkpoint_params_load_into_matching_variables(tmp_path):
+    """An MXNet Module checkpoint: 0.8-era symbol file (statistics created on load) and a
+    .params file whose keys say arg: or aux:; both load paths put each array in its variable."""
+    with mx.name.NameManager():
+        bn = mx.sym.BatchNorm(mx.sym.Convolution(mx.sym.Variable("data"), kernel=(3, 3), num_filter=4,
+                                                 name="conv"), fix_gamma=False, name="bn")
+        net = mx.sym.FullyConnected(mx.sym.Flatten(bn), num_hidden=5, name="fc")
+    sym_file = tmp_path / "old-symbol.json"
+    sym_file.write_text(_legacy_spelling(net.tojson(), None, net.list_auxiliary_states(), None))
+    rs = np.random.RandomState(1)
+    arg_shapes, _, aux_shapes = net.infer_shape(data=(2, 3, 5, 5))
+    args = {n: mx.nd.array(rs.uniform(0.5, 1.5, s)) for n, s in zip(net.list_arguments(), arg_shapes)}
+    aux = {n: mx.nd.array(rs.uniform(0.5, 1.5, s)) for n, s in zip(net.list_auxiliary_states(), aux_shapes)}
+    data = args.pop("data")
+    params_file = str(tmp_path / "old-0000.params")
+    mx.nd.save(params_file, dict([("arg:" + k, v) for k, v in args.items()]
+                                 + [("aux:" + k, v) for k, v in aux.items()]))
+    want = net.bind(mx.cpu(), args=dict(args, data=data), aux_states=aux).forward()[0].asnumpy()
+
+    old = mx.sym.load(str(sym_file))
+    saved = mx.nd.load(params_file)
+    arg_params = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
+    aux_params = {k[4:]: v for k, v in saved.items() if k.startswith("aux:")}
+    assert sorted(aux_params) == sorted(old.list_auxiliary_states())
+    got = old.bind(mx.cpu(), args=dict(arg_params, data=data), aux_states=aux_params).forward()[0].asnumpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    block = mx.gluon.SymbolBlock.imports(str(sym_file), ["data"], params_file)
+    np.testing.assert_allclose(block(data).asnumpy(), want, rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import importlib
 
 ORDER = ("elemwise_transcendental", "elemwise_arith", "mlp_infer", "mlp_train_step",
          "compile_time", "elemwise_sweep", "lenet_infer", "sort_rows", "imperative_overhead", "gluon_mlp_train",
-         "conv_infer", "gluon_lenet_infer", "lstm_train")
+         "conv_infer", "gluon_lenet_infer", "lstm_train", "resnet18_infer")
 
 
 def load(name):
