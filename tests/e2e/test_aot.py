@@ -316,3 +316,24 @@ def test_run_errors(models, tmp_path, capsys):
     _one_line(capsys, 1, cli_main(["run", str(build), "--input", "data=%s" % (tmp_path / "no.npy"),
                                    "-o", str(tmp_path / "y.npy")]), "no.npy")
     _one_line(capsys, 2, cli_main(["run", str(build), "--input", inp, "-o", str(tmp_path / "y.txt")]), ".npy or .npz")
+
+
+def test_legacy_mxnet_file_through_library_and_c_program(models, tmp_path):
+    """The CNN's symbol file respelled as MXNet 0.11 wrote it (operator attributes under
+    ``param``, hidden ones under ``attr``, two-element entries, no node_row_ptr, the
+    operators' old aliases) compiles to the same library results as the modern file."""
+    from tests.compiler.test_serialization import _legacy_spelling
+    sym_file, params, _, x, ref = models["cnn"]
+    modern = mx.sym.load(sym_file)
+    legacy = _legacy_spelling(modern.tojson(), 1100, modern.list_auxiliary_states(), None)
+    assert '"param"' in legacy and "node_row_ptr" not in legacy
+    legacy_file = tmp_path / "legacy-symbol.json"
+    legacy_file.write_text(legacy)
+    build = tmp_path / "legacy"
+    assert compile_cli(legacy_file, "--params", params, "--shape", "data=" + ",".join(map(str, SHAPES["cnn"])),
+                       "-o", build, "--name", "model") == 0
+    m = load_compiled(str(build))
+    np.testing.assert_allclose(m.run(data=x)[0], ref[0], rtol=1e-5, atol=1e-5)
+    m.close()
+    y = _run_c(_build_c(build, tmp_path), str(build / "model.weights"), x, tmp_path, ref[0].shape)
+    np.testing.assert_allclose(y, ref[0], rtol=1e-5, atol=1e-5)
