@@ -291,6 +291,17 @@ static int kiln_parse_weights(kiln_model *m, const unsigned char *blob, uint64_t
     return 0;
 }
 
+/* The model's memory (what a failed create and kiln_model_free both give back). */
+static void kiln_release(kiln_model *m) {
+    for (int i = 0; i < KILN_NUM_INPUTS; i++)
+        free(m->inputs[i]);
+    for (int i = 0; i < KILN_NUM_OUTPUTS; i++)
+        free(m->outputs[i]);
+    free(m->arena);
+    free(m->weights);
+    free(m);
+}
+
 static int kiln_load_file(const char *path, unsigned char **out, uint64_t *size) {
     FILE *f = fopen(path, "rb");
     long n;
@@ -368,13 +379,7 @@ int kiln_model_create(const char *weights_path, kiln_model **out) {
             pthread_mutex_destroy(&m->lock);
         }
     }
-    for (int i = 0; i < KILN_NUM_INPUTS; i++)
-        free(m->inputs[i]);
-    for (int i = 0; i < KILN_NUM_OUTPUTS; i++)
-        free(m->outputs[i]);
-    free(m->arena);
-    free(m->weights);
-    free(m);
+    kiln_release(m);
     return 1;
 }
 
@@ -383,13 +388,7 @@ void kiln_model_free(kiln_model *m) {
         return;
     kiln_pool_stop(&m->pool);
     pthread_mutex_destroy(&m->lock);
-    for (int i = 0; i < KILN_NUM_INPUTS; i++)
-        free(m->inputs[i]);
-    for (int i = 0; i < KILN_NUM_OUTPUTS; i++)
-        free(m->outputs[i]);
-    free(m->arena);
-    free(m->weights);
-    free(m);
+    kiln_release(m);
 }
 
 int kiln_model_num_inputs(const kiln_model *m) {

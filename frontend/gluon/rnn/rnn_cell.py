@@ -204,10 +204,8 @@ class RNNCell(_GatedCell):
         return output, [output]
 
 
-class LSTMCell(_GatedCell):
-    """LSTM cell (gates i, f, c, o): ``c' = f*c + i*act(g)``, ``h' = o*act(c')``; states [h, c]."""
-
-    _num_gates = 4
+class _RecurrentGatedCell(_GatedCell):
+    """LSTM and GRU cells: the same constructor, a gate (recurrent) activation and an output one."""
 
     def __init__(self, hidden_size, i2h_weight_initializer=None, h2h_weight_initializer=None,
                  i2h_bias_initializer="zeros", h2h_bias_initializer="zeros", input_size=0, prefix=None, params=None,
@@ -216,6 +214,12 @@ class LSTMCell(_GatedCell):
                          h2h_bias_initializer, input_size, prefix, params)
         self._activation = activation
         self._recurrent_activation = recurrent_activation
+
+
+class LSTMCell(_RecurrentGatedCell):
+    """LSTM cell (gates i, f, c, o): ``c' = f*c + i*act(g)``, ``h' = o*act(c')``; states [h, c]."""
+
+    _num_gates = 4
 
     def state_info(self, batch_size=0):
         return [{"shape": (batch_size, self._hidden_size), "__layout__": "NC"},
@@ -243,18 +247,10 @@ class LSTMCell(_GatedCell):
         return next_h, [next_h, next_c]
 
 
-class GRUCell(_GatedCell):
+class GRUCell(_RecurrentGatedCell):
     """GRU cell (gates r, z, n): ``n = act(x_n + r*h_n)``, ``h' = (1-z)*n + z*h`` (h2h bias inside r*...)."""
 
     _num_gates = 3
-
-    def __init__(self, hidden_size, i2h_weight_initializer=None, h2h_weight_initializer=None,
-                 i2h_bias_initializer="zeros", h2h_bias_initializer="zeros", input_size=0, prefix=None, params=None,
-                 activation="tanh", recurrent_activation="sigmoid"):
-        super().__init__(hidden_size, i2h_weight_initializer, h2h_weight_initializer, i2h_bias_initializer,
-                         h2h_bias_initializer, input_size, prefix, params)
-        self._activation = activation
-        self._recurrent_activation = recurrent_activation
 
     def _alias(self):
         return "gru"
