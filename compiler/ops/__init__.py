@@ -8,4 +8,5 @@ from . import random  # noqa: F401  (random operators; Dropout's sampling uses i
 from . import optimizer  # noqa: F401  (optimiser update rules: sgd_update, adam_update...)
 from . import creation  # noqa: F401  (_zeros, _arange...: array creation inside graphs)
 from . import rnn  # noqa: F401  (RNN: the fused recurrent layer, unrolled into GEMMs and gate arithmetic)
+from . import sequence  # noqa: F401  (SequenceLast, SequenceReverse)
 from .registry import all_names, all_ops, exists, get  # noqa: F401

@@ -11,6 +11,11 @@ length, so the expansions take their input shapes (``expand_shapes``), and the r
 happens in the training pass, right after inference, which hands variants their input
 shapes: ``TRAINING_VARIANTS["RNN"]`` unrolls every RNN node, with ``Dropout(mode='always')``
 between layers when training with ``p > 0``. Compiled gradients are then those of the parts.
+With ``use_sequence_length`` (cuDNN's semantics, MXNet's GPU path; MXNet 1.9.1's CPU kernel
+ignores ``sequence_length``), each step's state update is selected per sequence: past a
+sequence's length the state is carried and the output is zero, so the final states are the
+last valid step's and the reverse direction starts at each sequence's own end. Lengths are
+truncated; a length of 0 or less keeps the begin state, one above T acts as T.
 The dropout masks are hidden outputs (ones outside training) so an autograd tape keeps them;
 the tape differentiates an RNN node with ``_rnn_backward``, which unrolls the forward again
 (with those masks) and differentiates it.
@@ -22,7 +27,7 @@ import numpy as np
 from ..graph import Entry, Graph, Node
 from . import params as P
 from .registry import TRAINING_VARIANTS, OpDef, register
-from .shapes import InferError, known, unify, unify_all_types
+from .shapes import InferError, known, unify, unify_all_types, unify_type
 
 GATES = {"rnn_relu": 1, "rnn_tanh": 1, "lstm": 4, "gru": 3}
 SCHEMA = {"state_size": P.Int(), "num_layers": P.Int(), "bidirectional": P.Bool(False),
@@ -62,8 +67,6 @@ def _output_names(params):
 def _check_supported(params):
     if params["projection_size"] is not None:
         raise NotImplementedError("RNN: projection_size (LSTM with projection) is not implemented")
-    if params["use_sequence_length"]:
-        raise NotImplementedError("RNN: use_sequence_length (per-sequence lengths) is not implemented")
     if params["lstm_state_clip_nan"] and (params["lstm_state_clip_min"] is not None
                                           or params["lstm_state_clip_max"] is not None):
         raise NotImplementedError("RNN: lstm_state_clip_nan is not implemented")
@@ -108,20 +111,32 @@ def _rnn_shape(params, ins, outs):
                          % (tuple(ins[1]), params["mode"], h, nl, params["bidirectional"], i, total))
     new_ins.append(unify(ins[1], (total,)))
     state = (nl * nd, n, h)
-    for k, name in enumerate(_inputs(params)[2:], start=2):
+    names = _inputs(params)
+    if params["use_sequence_length"]:
+        lens = ins[len(names) - 1]
+        if known(lens) and tuple(lens) != (n,):
+            raise InferError("sequence_length has shape %s, expected (batch,) = (%d,)" % (tuple(lens), n))
+        names = names[:-1]
+    for k, name in enumerate(names[2:], start=2):
         if ins[k] is not None and known(ins[k]) and tuple(ins[k]) != state:
             raise InferError("%s has shape %s, expected (num_layers*directions, batch, state_size) = %s"
                              % (name, tuple(ins[k]), state))
         new_ins.append(unify(ins[k], state))
     seq = (t, n, nd * h)
+    if params["use_sequence_length"]:
+        new_ins.append(unify(ins[len(names)], (n,)))
     new_outs = [unify(outs[0], seq)] + [unify(o, state) for o in outs[1:_num_visible(params)]]
     new_outs += [unify(o, seq) for o in outs[_num_visible(params):]]
     return new_ins, new_outs
 
 
 def _rnn_type(params, ins, outs):
-    t = unify_all_types(list(ins) + list(outs))
-    return [t] * len(ins), [t] * len(outs)
+    """One float type for everything but sequence_length, which may be float or integer."""
+    n_len = 1 if params["use_sequence_length"] else 0
+    n_in = len(_inputs(params)) - n_len
+    t = unify_all_types(list(ins[:n_in]) + list(ins[n_in + n_len:]) + list(outs))
+    lens = list(ins[n_in:n_in + n_len])
+    return [t] * n_in + lens + [t] * (len(ins) - n_in - n_len), [t] * len(outs)
 
 
 # ---------------------------------------------------------------- the unrolled graph
@@ -160,8 +175,8 @@ def _join(b, xs, axis):
 
 def unroll(b, inputs, params, sizes, masks=None, sample=False):
     """Outputs [out, hy, (cy)] and the dropout masks between layers of the RNN applied to
-    ``inputs`` (data, parameters, state, state_cell) of data shape ``sizes``. ``masks``:
-    entries to multiply layer outputs by (a tape's saved masks); ``sample``: draw them with
+    ``inputs`` (data, parameters, state, state_cell, sequence_length) of data shape ``sizes``.
+    ``masks``: entries to multiply layer outputs by (a tape's saved masks); ``sample``: draw them with
     Dropout(mode='always') (training); otherwise, with p > 0, the masks are ones."""
     mode, h, nl, nd = params["mode"], params["state_size"], params["num_layers"], _dirs(params)
     g = GATES[mode]
@@ -170,6 +185,9 @@ def unroll(b, inputs, params, sizes, masks=None, sample=False):
     layout, _ = param_layout(params, ni)
     h0 = _split(b, inputs[2], nl * nd, 0)
     c0 = _split(b, inputs[3], nl * nd, 0) if mode == "lstm" else [None] * (nl * nd)
+    # valid[k] (N,): nonzero where step k < the sequence's length (truncated, as MXNet's int cast)
+    valid = ([b.scalar("_greater_equal_scalar", inputs[-1], k + 1) for k in range(t)]
+             if params["use_sequence_length"] else None)
 
     def piece(begin, shape):
         size = int(np.prod(shape))
@@ -187,8 +205,15 @@ def unroll(b, inputs, params, sizes, masks=None, sample=False):
             steps = _split(b, b.op("Reshape", xw, shape=(t, n, g * h)), t, 0)
             hs, hcur, ccur = [None] * t, h0[layer * nd + d], c0[layer * nd + d]
             for k in (range(t) if d == 0 else reversed(range(t))):
-                hcur, ccur = _cell(b, mode, steps[k], hcur, ccur, wh, bh, params)
-                hs[k] = hcur
+                hnew, cnew = _cell(b, mode, steps[k], hcur, ccur, wh, bh, params)
+                if valid is None:
+                    hcur, ccur, hs[k] = hnew, cnew, hnew
+                    continue
+                # past a sequence's length the state is carried unchanged and the output is zero, so
+                # the final state is the last valid step's and the reverse direction starts at L-1
+                hs[k] = b.op("where", valid[k], hnew, b.zeros_like(hnew))
+                hcur = b.op("where", valid[k], hnew, hcur)
+                ccur = b.op("where", valid[k], cnew, ccur) if mode == "lstm" else None
             outs.append(_join(b, hs, 0))
             hy.append(hcur)
             cy.append(ccur)
@@ -233,9 +258,14 @@ def _rnn_grad(b, node, ogs):
     return [Entry(bwd, k) for k in range(n_in)]
 
 
-def _np_rnn(params, x, w, h0, c0=None):
+def _np_rnn(params, x, w, h0, *rest):
     """Reference: the same equations step by step in float64 (tests only)."""
     mode, h, nl, nd = params["mode"], params["state_size"], params["num_layers"], _dirs(params)
+    c0 = rest[0] if mode == "lstm" else None
+    if params["use_sequence_length"]:
+        lens = np.trunc(rest[-1].astype(np.float64)).astype(np.int64)
+    else:
+        lens = np.full(x.shape[1], x.shape[0])
     g = GATES[mode]
     layout, _ = param_layout(params, x.shape[2])
     sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
@@ -256,18 +286,22 @@ def _np_rnn(params, x, w, h0, c0=None):
                 xw, hw = seq[k] @ wi.T + bi, hc @ wh.T + bh
                 if mode == "lstm":
                     i, f, gg, o = np.split(xw + hw, 4, axis=1)
-                    cc = sig(f) * cc + sig(i) * np.tanh(gg)
+                    cn = sig(f) * cc + sig(i) * np.tanh(gg)
                     if params["lstm_state_clip_min"] is not None or params["lstm_state_clip_max"] is not None:
-                        cc = np.clip(cc, params["lstm_state_clip_min"], params["lstm_state_clip_max"])
-                    hc = sig(o) * np.tanh(cc)
+                        cn = np.clip(cn, params["lstm_state_clip_min"], params["lstm_state_clip_max"])
+                    hn = sig(o) * np.tanh(cn)
                 elif mode == "gru":
                     xr, xz, xn = np.split(xw, 3, axis=1)
-                    hr, hz, hn = np.split(hw, 3, axis=1)
+                    hr, hz, hhn = np.split(hw, 3, axis=1)
                     r, z = sig(xr + hr), sig(xz + hz)
-                    hc = (1 - z) * np.tanh(xn + r * hn) + z * hc
+                    hn = (1 - z) * np.tanh(xn + r * hhn) + z * hc
                 else:
-                    hc = np.maximum(xw + hw, 0) if mode == "rnn_relu" else np.tanh(xw + hw)
-                ys[k] = hc
+                    hn = np.maximum(xw + hw, 0) if mode == "rnn_relu" else np.tanh(xw + hw)
+                keep = (k < lens)[:, None]
+                hc = np.where(keep, hn, hc)
+                if mode == "lstm":
+                    cc = np.where(keep, cn, cc)
+                ys[k] = np.where(keep, hn, 0.0)
             outs.append(np.stack(ys))
             hy.append(hc)
             cy.append(cc)
@@ -308,6 +342,14 @@ def _bwd_shape(params, ins, outs):
     return new_ins + new_fwd[nv:] + new_fwd[:nv], list(new_ins)
 
 
+def _bwd_type(params, ins, outs):
+    """Each gradient has its input's type (sequence_length's may be an integer type)."""
+    n_in = len(_inputs(params))
+    fwd_ins = [unify_type(a, o) for a, o in zip(ins[:n_in], outs)]
+    new_ins, _ = _rnn_type(params, fwd_ins + list(ins[n_in:]), [])
+    return new_ins, new_ins[:n_in]
+
+
 def _bwd_expand(b, inputs, params, in_shapes):
     """Unroll the forward on stand-in variables, differentiate it, then read the real inputs."""
     from ..passes.gradient import gradient  # passes import the registry this module belongs to
@@ -338,7 +380,7 @@ def _substitute(entries, replace):
 
 
 register(OpDef("_rnn_backward", kind="composite", inputs=_bwd_inputs, schema=SCHEMA,
-               outputs=lambda p: len(_inputs(p)), shape=_bwd_shape, dtype=_rnn_type, expand=_bwd_expand,
+               outputs=lambda p: len(_inputs(p)), shape=_bwd_shape, dtype=_bwd_type, expand=_bwd_expand,
                expand_shapes=True,
                doc="Gradients of RNN's inputs (autograd tapes): the forward unrolled again with the "
                    "saved dropout masks, differentiated."))

@@ -135,6 +135,12 @@ CASES = {
     "diag": lambda r, s: ([f(r, s[:2])], {}),
     "SequenceMask": lambda r, s: ([f(r, s), ints(r, (s[1],), 0, s[0] + 1).astype("float32")],
                                   {"use_sequence_length": True, "value": -1.0}),
+    "SequenceLast": lambda r, s: ([f(r, s), ints(r, (s[1],), 0, s[0] + 1).astype("float32")],
+                                  {"use_sequence_length": True}),
+    "_backward_SequenceLast": lambda r, s: ([f(r, s[1:]), ints(r, (s[1],), 0, s[0] + 1).astype("float32"),
+                                             f(r, s)], {"use_sequence_length": True}),
+    "SequenceReverse": lambda r, s: ([f(r, s), ints(r, (s[1],), 0, s[0] + 1).astype("int32")],
+                                     {"use_sequence_length": True}),
     "LeakyReLU": lambda r, s: ([f(r, s, -2, 2)], {"slope": 0.3}),
     "smooth_l1": lambda r, s: ([f(r, s, -2, 2)], {"scalar": 1.5}),
     "_backward_slice_axis": lambda r, s: ([f(r, (s[0], s[1], s[2] - 1)), f(r, s)],
@@ -253,7 +259,8 @@ MUST_COVER = (
     + ["sum", "mean", "prod", "max", "min", "norm", "argmax", "argmin", "_reduce_sum_like"]
     + ["transpose", "broadcast_to", "broadcast_like", "slice_like", "take", "expand_dims", "reverse",
        "SwapAxis", "Concat", "stack", "repeat", "pick", "one_hot", "Reshape", "Flatten", "Pad", "diag",
-       "Embedding", "squeeze", "SequenceMask"]
+       "Embedding", "squeeze", "SequenceMask",
+       "SequenceLast", "SequenceReverse"]
 )
 # slice, slice_axis and tile resolve their attributes against concrete sizes (clamping, negative
 # begin): the planner refuses them and they stay per-shape.

@@ -168,8 +168,6 @@ def test_cell_api():
     drop = rnn.DropoutCell(0.5)
     out, st = drop.unroll(3, mx.nd.ones((2, 3, 3)), merge_outputs=True)
     assert out.shape == (2, 3, 3) and st == []
-    with pytest.raises(NotImplementedError, match="valid_length"):
-        cell.unroll(3, steps, valid_length=mx.nd.ones((2,)))
     with pytest.raises(NotImplementedError):
         rnn.BidirectionalCell(rnn.GRUCell(2), rnn.GRUCell(2))(mx.nd.ones((1, 2)), [])
     sym_out, _ = rnn.GRUCell(4, prefix="g_").unroll(2, mx.sym.var("data"), layout="NTC", merge_outputs=True)
@@ -197,3 +195,126 @@ def test_deferred_input_size_inside_a_hybridized_parent():
     assert hyb(x).shape == eager(x).shape == (5, 2, 3)
     assert hyb.lstm.l0_i2h_weight.shape == hyb.lstm.r0_i2h_weight.shape == (32, 6)
     assert hyb.lstm.l1_i2h_weight.shape == (32, 16)
+
+
+# ---- unroll(valid_length=...): MXNet 1.9.1 masks outputs with SequenceMask, takes each final state
+# with SequenceLast and reverses each valid prefix with SequenceReverse (bidirectional) ----
+VALID = [3, 5, 1]
+
+
+def _lstm_stack():
+    seq = rnn.HybridSequentialRNNCell()
+    with seq.name_scope():
+        seq.add(rnn.LSTMCell(4, input_size=3))
+        seq.add(rnn.ResidualCell(rnn.GRUCell(4, input_size=4)))
+    return seq
+
+
+VL_CELLS = {
+    "rnn": lambda: rnn.RNNCell(4, input_size=3),
+    "lstm": lambda: rnn.LSTMCell(4, input_size=3),
+    "gru": lambda: rnn.GRUCell(4, input_size=3),
+    "sequential": _lstm_stack,
+    "bidirectional": lambda: rnn.BidirectionalCell(rnn.LSTMCell(4, input_size=3), rnn.GRUCell(4, input_size=3)),
+    "bidirectional_stack": lambda: _bidir_stack(),
+}
+
+
+def _bidir_stack():
+    seq = rnn.SequentialRNNCell()
+    with seq.name_scope():
+        seq.add(rnn.BidirectionalCell(rnn.GRUCell(3, input_size=3), rnn.GRUCell(3, input_size=3)))
+        seq.add(rnn.DropoutCell(0.0))
+        seq.add(rnn.LSTMCell(2, input_size=6))
+    return seq
+
+
+@pytest.mark.parametrize("layout", ["NTC", "TNC"])
+@pytest.mark.parametrize("name", sorted(VL_CELLS))
+def test_unroll_valid_length_equals_per_sequence_unroll(name, layout):
+    """Each sequence's outputs and final states are those of unrolling its valid prefix alone;
+    the padded steps' outputs are zero."""
+    cell = VL_CELLS[name]()
+    cell.initialize(mx.init.Uniform(0.5))
+    x = np.random.RandomState(0).uniform(-1, 1, (3, 5, 3)).astype("float32")  # NTC
+    data = mx.nd.array(x if layout == "NTC" else x.transpose(1, 0, 2))
+    outs, states = cell.unroll(5, data, layout=layout, merge_outputs=True,
+                               valid_length=mx.nd.array(VALID))
+    outs = outs.asnumpy() if layout == "NTC" else outs.asnumpy().transpose(1, 0, 2)
+    for b, n in enumerate(VALID):
+        o_b, s_b = cell.unroll(n, mx.nd.array(x[b:b + 1, :n]), layout="NTC", merge_outputs=True)
+        np.testing.assert_allclose(outs[b, :n], o_b.asnumpy()[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(outs[b, n:], 0)
+        for got, want in zip(states, s_b):
+            np.testing.assert_allclose(got.asnumpy()[b], want.asnumpy()[0], rtol=1e-5, atol=1e-6)
+
+
+def test_unroll_valid_length_unmerged_steps_and_int_lengths():
+    cell = rnn.BidirectionalCell(rnn.GRUCell(2, input_size=3), rnn.GRUCell(2, input_size=3))
+    cell.initialize(mx.init.Uniform(0.5))
+    steps = [mx.nd.random.uniform(-1, 1, shape=(3, 3)) for _ in range(5)]
+    merged, st = cell.unroll(5, steps, merge_outputs=True, valid_length=mx.nd.array(VALID))
+    listed, st2 = cell.unroll(5, steps, merge_outputs=False, valid_length=mx.nd.array(VALID, dtype="int32"))
+    assert len(listed) == 5 and listed[0].shape == (3, 4)
+    np.testing.assert_allclose(np.stack([o.asnumpy() for o in listed], 1), merged.asnumpy(), rtol=1e-6)
+    for a, b in zip(st, st2):
+        np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=1e-6)
+    one, _ = cell.unroll(1, steps[:1], merge_outputs=False, valid_length=mx.nd.array([1, 1, 1]))
+    assert len(one) == 1 and one[0].shape == (3, 4)
+
+
+class _Unroller(mx.gluon.HybridBlock):
+    def __init__(self, cell, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.cell = cell
+
+    def hybrid_forward(self, F, x, valid_length):
+        outs, states = self.cell.unroll(5, x, layout="NTC", merge_outputs=True, valid_length=valid_length)
+        return outs, states[-1]
+
+
+@pytest.mark.parametrize("name", ["lstm", "sequential", "bidirectional"])
+def test_unroll_valid_length_hybridized_equals_imperative(name):
+    net = _Unroller(VL_CELLS[name]())
+    net.initialize(mx.init.Uniform(0.5))
+    x = mx.nd.random.uniform(-1, 1, shape=(3, 5, 3))
+    vl = mx.nd.array(VALID)
+
+    def run():
+        x_ = x.copy()
+        x_.attach_grad()
+        with autograd.record():
+            outs, last = net(x_, vl)
+            loss = (outs * outs).sum() + (last * last).sum()
+        loss.backward()
+        grads = {k: p.grad().asnumpy().copy() for k, p in net.collect_params().items()}
+        return outs.asnumpy(), last.asnumpy(), x_.grad.asnumpy(), grads
+    want = run()
+    net.hybridize()
+    got = run()
+    for g, w in zip(got[:3], want[:3]):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    assert np.all(want[2][0, 3:] == 0) and np.all(want[2][2, 1:] == 0)  # padded inputs get no gradient
+    for k in want[3]:
+        np.testing.assert_allclose(got[3][k], want[3][k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_layer_use_sequence_length(hybridize):
+    """Each sequence's outputs equal a run on its valid prefix alone; padded steps output zero
+    and their inputs get no gradient."""
+    layer = rnn.LSTM(4, input_size=3, bidirectional=True, use_sequence_length=True, layout="NTC")
+    layer.initialize(mx.init.Xavier())
+    if hybridize:
+        layer.hybridize()
+    x = mx.nd.array(np.random.RandomState(0).rand(2, 5, 3))
+    x.attach_grad()
+    with autograd.record():
+        y = layer(x, sequence_length=mx.nd.array([5, 2]))
+    y.backward()
+    alone = layer(x[1:2, :2], sequence_length=mx.nd.array([2]))
+    np.testing.assert_allclose(y[1, :2].asnumpy(), alone[0].asnumpy(), rtol=1e-5, atol=1e-6)
+    assert not y[1, 2:].asnumpy().any() and not x.grad[1, 2:].asnumpy().any()
+    with pytest.raises(ValueError, match="pass sequence_length"):
+        layer(x)

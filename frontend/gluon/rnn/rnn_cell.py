@@ -17,10 +17,25 @@ from ..nn import LeakyReLU
 _TENSORS = (NDArray, Symbol)
 
 
-def _check_valid_length(valid_length):
-    if valid_length is not None:
-        raise NotImplementedError("gluon.rnn unroll(valid_length=...): variable-length sequences need "
-                                  "SequenceLast/SequenceReverse, which kiln does not have yet")
+def _mask_sequence_variable_length(F, data, length, valid_length, time_axis, merge):
+    """Steps at or past each sequence's valid length set to zero (MXNet's helper of this name):
+    padded steps must not leak into outputs that callers sum or attend over."""
+    if not isinstance(data, _TENSORS):
+        data = F.stack(*data, axis=time_axis)
+    outputs = F.SequenceMask(data, sequence_length=valid_length, use_sequence_length=True, axis=time_axis)
+    if not merge:
+        outputs = _as_list(F.split(outputs, num_outputs=length, axis=time_axis, squeeze_axis=True))
+    return outputs
+
+
+def _reverse_sequences(sequences, length, valid_length):
+    """A list of steps reversed in time; with ``valid_length`` only each sequence's valid prefix is
+    reversed (SequenceReverse), so a backward cell starts at every sequence's own last step."""
+    if valid_length is None:
+        return list(reversed(sequences))
+    F = symbol if isinstance(sequences[0], Symbol) else ndarray
+    rev = F.SequenceReverse(F.stack(*sequences, axis=0), sequence_length=valid_length, use_sequence_length=True)
+    return _as_list(F.split(rev, axis=0, num_outputs=length, squeeze_axis=True))
 
 
 def _get_begin_state(cell, F, begin_state, inputs, batch_size):
@@ -116,15 +131,25 @@ class RecurrentCell(Block):
         return states
 
     def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None, valid_length=None):
-        """Step through ``length`` time steps: (outputs, final states)."""
-        _check_valid_length(valid_length)
+        """Step through ``length`` time steps: (outputs, final states).
+
+        With ``valid_length`` (shape (batch,), each at most ``length``), as MXNet: outputs past a
+        sequence's length are zero and each final state is the one after its last valid step.
+        """
         self.reset()
-        inputs, _, F, batch_size = _format_sequence(length, inputs, layout, False)
+        inputs, axis, F, batch_size = _format_sequence(length, inputs, layout, False)
         states = _get_begin_state(self, F, begin_state, inputs, batch_size)
-        outputs = []
+        outputs, all_states = [], []
         for i in range(length):
             output, states = self(inputs[i], states)
             outputs.append(output)
+            if valid_length is not None:
+                all_states.append(states)
+        if valid_length is not None:
+            states = [F.SequenceLast(F.stack(*steps, axis=0), sequence_length=valid_length,
+                                     use_sequence_length=True, axis=0)
+                      for steps in zip(*all_states)]
+            outputs = _mask_sequence_variable_length(F, outputs, length, valid_length, axis, True)
         outputs, _, _, _ = _format_sequence(length, outputs, layout, merge_outputs)
         return outputs, states
 
@@ -303,7 +328,6 @@ class _Sequential(_CellContainer):
         self.register_child(cell)
 
     def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None, valid_length=None):
-        _check_valid_length(valid_length)
         self.reset()
         inputs, _, F, batch_size = _format_sequence(length, inputs, layout, None)
         num_cells = len(self._children)
@@ -314,7 +338,8 @@ class _Sequential(_CellContainer):
             states = begin_state[p:p + n]
             p += n
             inputs, states = cell.unroll(length, inputs=inputs, begin_state=states, layout=layout,
-                                         merge_outputs=None if i < num_cells - 1 else merge_outputs)
+                                         merge_outputs=None if i < num_cells - 1 else merge_outputs,
+                                         valid_length=valid_length)
             next_states.extend(states)
         return inputs, next_states
 
@@ -374,7 +399,7 @@ class DropoutCell(HybridRecurrentCell):
         return inputs, states
 
     def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None, valid_length=None):
-        _check_valid_length(valid_length)
+        """``valid_length`` is ignored, as in MXNet: dropout has no state to carry past a sequence's end."""
         self.reset()
         inputs, _, F, _ = _format_sequence(length, inputs, layout, merge_outputs)
         if isinstance(inputs, _TENSORS):
@@ -465,14 +490,15 @@ class ResidualCell(ModifierCell):
         return F.elemwise_add(output, inputs, name="t%d_fwd" % self._counter), states
 
     def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None, valid_length=None):
-        _check_valid_length(valid_length)
         self.reset()
         self.base_cell._modified = False
         outputs, states = self.base_cell.unroll(length, inputs=inputs, begin_state=begin_state, layout=layout,
-                                                merge_outputs=merge_outputs)
+                                                merge_outputs=merge_outputs, valid_length=valid_length)
         self.base_cell._modified = True
         merge_outputs = isinstance(outputs, _TENSORS) if merge_outputs is None else merge_outputs
-        inputs, _, F, _ = _format_sequence(length, inputs, layout, merge_outputs)
+        inputs, axis, F, _ = _format_sequence(length, inputs, layout, merge_outputs)
+        if valid_length is not None:  # the residual of a padded step is zero, like its output
+            inputs = _mask_sequence_variable_length(F, inputs, length, valid_length, axis, merge_outputs)
         if merge_outputs:
             outputs = F.elemwise_add(outputs, inputs)
         else:
@@ -498,19 +524,18 @@ class BidirectionalCell(_CellContainer, HybridRecurrentCell):
                         r_cell=self._children["r_cell"])
 
     def unroll(self, length, inputs, begin_state=None, layout="NTC", merge_outputs=None, valid_length=None):
-        _check_valid_length(valid_length)
         self.reset()
         inputs, axis, F, batch_size = _format_sequence(length, inputs, layout, False)
-        reversed_inputs = list(reversed(inputs))
+        reversed_inputs = _reverse_sequences(inputs, length, valid_length)
         begin_state = _get_begin_state(self, F, begin_state, inputs, batch_size)
         states = begin_state
         l_cell, r_cell = self._children.values()
         n_l = len(l_cell.state_info(batch_size))
         l_outputs, l_states = l_cell.unroll(length, inputs=inputs, begin_state=states[:n_l], layout=layout,
-                                            merge_outputs=merge_outputs)
+                                            merge_outputs=merge_outputs, valid_length=valid_length)
         r_outputs, r_states = r_cell.unroll(length, inputs=reversed_inputs, begin_state=states[n_l:],
-                                            layout=layout, merge_outputs=False)
-        reversed_r_outputs = list(reversed(r_outputs))
+                                            layout=layout, merge_outputs=False, valid_length=valid_length)
+        reversed_r_outputs = _reverse_sequences(r_outputs, length, valid_length)
         if merge_outputs is None:
             merge_outputs = isinstance(l_outputs, _TENSORS)
             l_outputs, _, _, _ = _format_sequence(None, l_outputs, layout, merge_outputs)
@@ -520,5 +545,7 @@ class BidirectionalCell(_CellContainer, HybridRecurrentCell):
         else:
             outputs = [F.concat(l_o, r_o, dim=1, name="%st%d" % (self._output_prefix, i))
                        for i, (l_o, r_o) in enumerate(zip(l_outputs, reversed_r_outputs))]
+        if valid_length is not None:  # as MXNet: children that ignore valid_length (dropout) are masked too
+            outputs = _mask_sequence_variable_length(F, outputs, length, valid_length, axis, merge_outputs)
         return outputs, l_states + r_states
 

@@ -25,8 +25,7 @@ class _RNNLayer(HybridBlock):
             raise ValueError("Invalid layout %s; must be one of ['TNC' or 'NTC']" % layout)
         if projection_size:
             raise NotImplementedError("gluon.rnn.LSTM: projection_size (LSTM with projection) is not implemented")
-        if use_sequence_length:
-            raise NotImplementedError("gluon.rnn: use_sequence_length (per-sequence lengths) is not implemented")
+        self._use_sequence_length = use_sequence_length
         self._hidden_size = hidden_size
         self._num_layers = num_layers
         self._mode = mode
@@ -97,8 +96,9 @@ class _RNNLayer(HybridBlock):
             p.shape = (self._gates * self._hidden_size, ni)
 
     def __call__(self, inputs, states=None, sequence_length=None):
-        if sequence_length is not None:
-            raise NotImplementedError("gluon.rnn: sequence_length (use_sequence_length) is not implemented")
+        """``sequence_length`` (batch,) is read only with ``use_sequence_length=True``, as in MXNet."""
+        if self._use_sequence_length and sequence_length is None:
+            raise ValueError("%s was created with use_sequence_length=True: pass sequence_length" % self.name)
         self.skip_states = states is None
         if states is None:
             if isinstance(inputs, NDArray):
@@ -108,19 +108,21 @@ class _RNNLayer(HybridBlock):
                 states = self.begin_state(0, func=symbol.zeros)
         if isinstance(states, (NDArray, symbol.Symbol)):
             states = [states]
+        if self._use_sequence_length:
+            return super().__call__(inputs, states, sequence_length)
         return super().__call__(inputs, states)
 
-    def hybrid_forward(self, F, inputs, states, **params):
+    def hybrid_forward(self, F, inputs, states, sequence_length=None, **params):
         if F is ndarray:
             batch_size = inputs.shape[self._layout.find("N")]
             for state, info in zip(states, self.state_info(batch_size)):
                 if state.shape != info["shape"]:
                     raise ValueError("Invalid recurrent state shape. Expecting %s, got %s."
                                      % (str(info["shape"]), str(state.shape)))
-        out = self._forward_kernel(F, inputs, states, **params)
+        out = self._forward_kernel(F, inputs, states, sequence_length, **params)
         return out[0] if self.skip_states else out
 
-    def _forward_kernel(self, F, inputs, states, **params):
+    def _forward_kernel(self, F, inputs, states, sequence_length, **params):
         if self._layout == "NTC":
             inputs = F.swapaxes(inputs, 0, 1)
         flat = [params["%s%d_%s_%s" % (d, layer, g, t)].reshape((-1,))  # the packed order
@@ -128,8 +130,10 @@ class _RNNLayer(HybridBlock):
                 for layer in range(self._num_layers)
                 for d in ["l", "r"][:self._dir]
                 for g in ["i2h", "h2h"]]
-        rnn = F.RNN(inputs, F._rnn_param_concat(*flat, dim=0), *states, state_size=self._hidden_size, num_layers=self._num_layers,
-                    bidirectional=self._dir == 2, p=self._dropout, state_outputs=True, mode=self._mode,
+        args = list(states) + ([sequence_length] if self._use_sequence_length else [])
+        rnn = F.RNN(inputs, F._rnn_param_concat(*flat, dim=0), *args, state_size=self._hidden_size,
+                    num_layers=self._num_layers, bidirectional=self._dir == 2, p=self._dropout, state_outputs=True,
+                    mode=self._mode, use_sequence_length=self._use_sequence_length,
                     lstm_state_clip_min=self._lstm_state_clip_min, lstm_state_clip_max=self._lstm_state_clip_max,
                     lstm_state_clip_nan=self._lstm_state_clip_nan)
         if self._mode == "lstm":
