@@ -7,6 +7,7 @@ import pytest
 
 import kiln as mx
 from kiln.base import MXNetError
+from tests.compiler.test_ops_rnn import _case
 from tests.op_harness import check_forward, check_gradient, check_json_roundtrip
 
 # fractional (truncated), full and short lengths; out-of-range ones are clamped
@@ -138,15 +139,8 @@ def test_errors(call, msg):
 # ---- RNN(use_sequence_length=True): past a sequence's length the state is carried and the output is
 # zero, the final states are the last valid step's and the reverse direction starts at each sequence's
 # end (cuDNN's semantics, MXNet's GPU path; MXNet 1.9.1's CPU kernel silently ignores sequence_length) ----
-def _rnn_case(mode, nl, bi, t=5, n=3, i=3, h=2, dtype="float32", seed=0):
-    from kiln.compiler.ops.rnn import param_layout
-    rng = np.random.RandomState(seed)
-    d = 2 if bi else 1
-    _, total = param_layout({"mode": mode, "state_size": h, "num_layers": nl, "bidirectional": bi}, i)
-    arrays = [rng.uniform(-1, 1, (t, n, i)), rng.uniform(-0.6, 0.6, (total,)), rng.uniform(-1, 1, (nl * d, n, h))]
-    if mode == "lstm":
-        arrays.append(rng.uniform(-1, 1, (nl * d, n, h)))
-    return [a.astype(dtype) for a in arrays]
+def _rnn_case(mode, nl, bi, t=5, n=3, **kw):
+    return _case(mode, nl, bi, t=t, n=n, **kw)
 
 
 def _rnn_attrs(mode, nl, bi, **kw):
