@@ -55,14 +55,30 @@ def weights_bytes(weights):
 
 
 def _tensor(name, slot, shape, dtype):
+    """A ``kiln_tensor`` row; ``shape`` holds ints and ``"$k"`` (size k of the size table)."""
     if dtype not in DTYPE_CODES:
         raise MXNetError("kiln compile: %r has dtype %s, which the C interface does not carry" % (name, dtype))
     if len(shape) > MAX_NDIM:
         raise MXNetError("kiln compile: %r has %d dims; the C interface carries at most %d"
                          % (name, len(shape), MAX_NDIM))
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    dims = ", ".join(str(int(d)) for d in shape) or "0"
-    return '{"%s", %d, %d, %d, {%s}, %d}' % (name, slot, DTYPE_CODES[dtype], len(shape), dims, nbytes)
+    dims = ", ".join("0" if isinstance(d, str) else str(int(d)) for d in shape) or "0"
+    sym = ", ".join(str(int(d[1:])) if isinstance(d, str) else "-1" for d in shape) or "-1"
+    return '{"%s", %d, %d, %d, {%s}, {%s}, %d}' % (name, slot, DTYPE_CODES[dtype], len(shape), dims, sym,
+                                                   np.dtype(dtype).itemsize)
+
+
+def max_batch(spec, table):
+    """The largest batch size for which every size, byte count and arena offset of the
+    program stays below 2**62 (the C runtime computes them in int64 without checks)."""
+    limit = 1 << 62
+    polys = [(b, a) for a, b in table.rows]
+    polys += [table.byte_poly(s.shape, s.dtype) for s in spec.slots if s.symbolic]
+    polys.append((spec.arena_bytes, spec.arena_scale))
+    best = limit
+    for c0, c1 in polys:
+        if c1 > 0:
+            best = min(best, (limit - max(c0, 0)) // c1)
+    return max(best, 1)
 
 
 def _c_name(name):
@@ -72,22 +88,24 @@ def _c_name(name):
     return name
 
 
-def _table(ctype, name, rows):
+def _table(ctype, name, rows, inner=""):
     body = ",\n    ".join(rows) if rows else "{0}"
-    return "static const %s %s[%d] = {\n    %s\n};\n" % (ctype, name, max(len(rows), 1), body)
+    return "static const %s %s[%d]%s = {\n    %s\n};\n" % (ctype, name, max(len(rows), 1), inner, body)
 
 
-def generate_c(name, spec, info, inputs, weights, threads, embedded):
+def generate_c(name, spec, info, inputs, weights, threads, embedded, table=None):
     """(C source, header) of the library for ``spec``.
 
-    inputs: list of (name, shape, dtype) fed by the caller; weights: list of (name, array)
-    the weights file holds; info: ``compile_program``'s info (output slots and shapes).
+    inputs: list of (name, shape, dtype) fed by the caller, ``"$0"`` at a run-time batch
+    axis; weights: list of (name, array) the weights file holds; info: ``compile_program``'s
+    info (output slots and shapes); table: the ``SizeTable`` of a program compiled with a
+    run-time batch size (``dynamic_batch.py``), else None.
     """
     slot = {s.name: i for i, s in enumerate(spec.slots) if s.external}
     if info.get("rng_key") or info.get("aux_updates") or info.get("head_grads"):
         raise MXNetError("kiln compile: the program has random operators or training state; only "
                          "deterministic inference graphs can be compiled ahead of time")
-    covered = {n for n, _, _ in inputs} | {n for n, _ in weights} | set(info["outputs"])
+    covered = {n for n, _, _ in inputs} | {n for n, _ in weights} | set(info["outputs"]) | {spec.dims_slot}
     stray = [n for n in slot if n not in covered]
     if stray:
         raise MXNetError("kiln compile: program slots %s are neither inputs, weights nor outputs" % stray)
@@ -95,17 +113,24 @@ def generate_c(name, spec, info, inputs, weights, threads, embedded):
     w_rows = [_tensor(_c_name(n), slot.get(n, -1), a.shape, a.dtype.name) for n, a in weights]
     out_rows = [_tensor(s, slot[s], shape, dtype)
                 for s, shape, dtype in zip(info["outputs"], info["out_shapes"], info["out_dtypes"])]
-    offsets = [str(s.offset) if not s.external and s.alias_of is None else "-1" for s in spec.slots]
+    internal = [not s.external and s.alias_of is None for s in spec.slots]
+    offsets = [str(s.offset) if own else "-1" for s, own in zip(spec.slots, internal)]
+    scales = [str(s.offset_scale) if own else "0" for s, own in zip(spec.slots, internal)]
     aliases = [str(s.alias_of) if s.alias_of is not None else "-1" for s in spec.slots]
+    rows = table.rows if table is not None else []
     parts = [aot_c.PRELUDE.replace("@NAME@", name),
              "#define KILN_NUM_SLOTS %d\n#define KILN_NUM_INPUTS %d\n#define KILN_NUM_WEIGHTS %d\n"
-             "#define KILN_NUM_OUTPUTS %d\n#define KILN_ARENA_BYTES %dull\n#define KILN_THREADS %d\n"
-             "#define KILN_EMBEDDED %d\n"
+             "#define KILN_NUM_OUTPUTS %d\n#define KILN_ARENA_BYTES %dll\n#define KILN_ARENA_SCALE %dll\n"
+             "#define KILN_THREADS %d\n#define KILN_EMBEDDED %d\n#define KILN_NUM_DIMS %d\n"
+             "#define KILN_DIMS_SLOT %d\n#define KILN_MAX_BATCH %dll\n"
              % (len(spec.slots), len(inputs), len(weights), len(info["outputs"]), spec.arena_bytes,
-                threads, int(embedded)),
+                spec.arena_scale, threads, int(embedded), len(rows), slot.get(spec.dims_slot, -1),
+                max_batch(spec, table) if table is not None else 1),
              _table("kiln_tensor", "kiln_inputs", in_rows), _table("kiln_tensor", "kiln_weights", w_rows),
              _table("kiln_tensor", "kiln_outputs", out_rows),
-             _table("int64_t", "kiln_slot_offset", offsets), _table("int", "kiln_slot_alias", aliases)]
+             _table("int64_t", "kiln_dim_rows", ["{%d, %d}" % r for r in rows] or ["{0, 0}"], "[2]"),
+             _table("int64_t", "kiln_slot_offset", offsets), _table("int64_t", "kiln_slot_offset_scale", scales),
+             _table("int", "kiln_slot_alias", aliases)]
     if embedded:
         parts.append('extern const unsigned char kiln_embedded_weights[] __attribute__((visibility("hidden")));\n'
                      'extern const unsigned char kiln_embedded_end[] __attribute__((visibility("hidden")));\n')
@@ -114,10 +139,16 @@ def generate_c(name, spec, info, inputs, weights, threads, embedded):
                      "static const unsigned char *const kiln_embedded_end = kiln_embedded_weights;\n")
     parts.append(aot_c.RUNTIME)
 
+    def shape_text(shape):
+        return table.describe(shape) if table is not None else str(tuple(int(d) for d in shape))
+
     def describe(rows):
-        return "; ".join("%s %s %s" % (n, dt, tuple(int(d) for d in s)) for n, s, dt in rows) or "none"
+        return "; ".join("%s %s %s" % (n, dt, shape_text(s)) for n, s, dt in rows) or "none"
+    batch = ("chosen at run time: N below is the batch size of the inputs set, from 1 to %d"
+             % max_batch(spec, table) if table is not None else "fixed (the shapes below)")
     header = aot_c.HEADER
     for key, value in (("@NAME@", name), ("@UNAME@", name.upper()), ("@THREADS@", str(threads)),
+                       ("@BATCH@", batch),
                        ("@INPUTS@", describe(inputs)),
                        ("@OUTPUTS@", describe([("output%d" % i, s, d) for i, (s, d)
                                                in enumerate(zip(info["out_shapes"], info["out_dtypes"]))])),
@@ -145,8 +176,9 @@ def c_compiler():
 
 
 def build_library(spec, info, inputs, weights, out_dir, name, cpu=None, features=None, opt_level=3,
-                  emit="so", embed=False, threads=1):
+                  emit="so", embed=False, threads=1, table=None):
     """Write the build for ``emit`` ('so', 'obj' or 'll') into ``out_dir``; returns the paths written.
+    table: the SizeTable of a program with a run-time batch size (see ``generate_c``).
 
     The IR is optimised and emitted as position-independent code for ``cpu``/``features``
     (default: this host's); 'll' writes the optimised module as text."""
@@ -169,7 +201,7 @@ def build_library(spec, info, inputs, weights, out_dir, name, cpu=None, features
             f.write(obj)
         return [path]
     cc = c_compiler()
-    source, header = generate_c(name, spec, info, inputs, weights, threads, embed)
+    source, header = generate_c(name, spec, info, inputs, weights, threads, embed, table)
     blob = weights_bytes(weights)
     written = []
     with tempfile.TemporaryDirectory(prefix="kiln-aot-") as tmp:

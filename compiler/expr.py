@@ -168,6 +168,70 @@ def is_static(size):
     return not isinstance(size, Expr)
 
 
+def monomial(x):
+    """``(coefficient, sorted Dim indices)`` when size ``x`` is a product of ints and ``Dim``s
+    (``numel`` of a symbolic shape), else None: a normal form in which equal products of
+    run-time sizes compare equal and divisibility can be decided."""
+    if is_static(x):
+        return (int(x), ())
+    if isinstance(x, Dim):
+        return (1, (x.index,))
+    if isinstance(x, Call) and x.fn == "mul":
+        a, b = (monomial(y) for y in x.args)
+        if a is not None and b is not None:
+            coef = a[0] * b[0]
+            return (coef, tuple(sorted(a[1] + b[1]))) if coef else (0, ())
+    if isinstance(x, Const) and x.dtype == "int64":
+        return (int(x.value), ())
+    return None
+
+
+def from_monomial(m):
+    """The size (an int, or an int64 expression of ``Dim``s) of a ``monomial``."""
+    coef, dims = m
+    if not dims or coef == 0:
+        return coef
+    out = Dim(dims[0])
+    for k in dims[1:]:
+        out = out * Dim(k)
+    return out if coef == 1 else out * coef
+
+
+def divides(a, b):
+    """Whether monomial ``a`` divides ``b`` for every run-time size (None: undecidable)."""
+    if a is None or b is None:
+        return None
+    rest = list(b[1])
+    for k in a[1]:
+        if k not in rest:
+            return False
+        rest.remove(k)
+    return a[0] != 0 and b[0] % a[0] == 0
+
+
+def int_value(x, dims):
+    """Value of an int64 size expression (``Dim``s, ints, add/sub/mul/div) for run-time sizes ``dims``."""
+    if is_static(x):
+        return int(x)
+    if isinstance(x, Dim):
+        return int(dims[x.index])
+    if isinstance(x, Const):
+        return int(x.value)
+    if isinstance(x, Call) and x.fn in ("add", "sub", "mul", "div", "fmod", "max", "min"):
+        a, b = (int_value(y, dims) for y in x.args)
+        return {"add": a + b, "sub": a - b, "mul": a * b, "div": a // b if b else 0,
+                "fmod": a % b if b else 0, "max": max(a, b), "min": min(a, b)}[x.fn]
+    raise TypeError("not a size expression: %r" % (x,))
+
+
+def same_shape(a, b):
+    """Whether two shapes (ints and ``Dim`` sizes) are equal for every run-time size; unlike
+    ``==`` it never asks a symbolic size about a number."""
+    return len(a) == len(b) and all(
+        (x.index == y.index) if isinstance(x, Dim) and isinstance(y, Dim)
+        else (is_static(x) and is_static(y) and x == y) for x, y in zip(a, b))
+
+
 class Load(Expr):
     """Element ``index`` of kernel buffer ``buf`` (a ``kernel.Buffer``)."""
 

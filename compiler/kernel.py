@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from . import expr as E
 from .expr import Expr, Load, Var, map_children
 
 
@@ -117,6 +118,28 @@ def scatter_add(out, extents, target_fn, value_fn):
     return ScatterAdd(out, axes, extents, target_fn(*axes), value_fn(*axes))
 
 
+def _gemm_size(x, what, static=False):
+    """A GEMM size in normal form: an int, or a product of ``Dim``s (``expr.monomial``)."""
+    m = E.monomial(x)
+    if m is None or (static and m[1]):
+        raise TypeError("Gemm: %s %r must be %s" % (what, x, "a static size" if static else "a product of sizes"))
+    return E.from_monomial(m)
+
+
+def _index_size(x):
+    """A size as an index operand: a constant, or the run-time expression itself."""
+    return x if isinstance(x, Expr) else E.const(x, "int64")
+
+
+def _product(*sizes):
+    """The monomial of a product of GEMM sizes."""
+    coef, dims = 1, ()
+    for x in sizes:
+        c, d = E.monomial(x)
+        coef, dims = coef * c, tuple(sorted(dims + d))
+    return (coef, dims) if coef else (0, ())
+
+
 class Gemm:
     """``out = epilogue(a . b)`` for ``batch`` matrix products of static shape.
 
@@ -155,28 +178,37 @@ class Gemm:
                  epilogue=None, extra_inputs=(), a_batch=None):
         self.out, self.a, self.b = out, a, b
         self.transpose_a, self.transpose_b = bool(transpose_a), bool(transpose_b)
-        self.batch = int(batch)
+        self.batch = _gemm_size(batch, "batch")
         # ``a`` holds a_batch matrices and batch i reads matrix i % a_batch (convolution: one
         # weight per group, shared by every image); a_batch == batch is the plain batched product
-        self.a_batch = self.batch if a_batch is None else int(a_batch)
-        if self.a_batch < 1 or self.batch % self.a_batch:
-            raise ValueError("Gemm: a_batch %d does not divide batch %d" % (self.a_batch, self.batch))
+        self.a_batch = self.batch if a_batch is None else _gemm_size(a_batch, "a_batch")
+        self.shares_a = E.monomial(self.a_batch) != E.monomial(self.batch)
+        if self.shares_a and not (E.is_static(self.a_batch) and E.divides(E.monomial(self.a_batch),
+                                                                           E.monomial(self.batch))):
+            raise ValueError("Gemm: a_batch %r does not divide batch %r" % (self.a_batch, self.batch))
         if dims is None:
             sa, sb = (s.shape[1:] if len(s.shape) == 3 else s.shape for s in (a, b))
             m, k = sa[::-1] if transpose_a else sa
             n = sb[0] if transpose_b else sb[1]
             dims = (m, n, k)
-        self.m, self.n, self.k = (int(d) for d in dims)
+        # m and the batch may be run-time sizes (a dynamic batch); n and k are the kernel's blocking
+        self.m = _gemm_size(dims[0], "m")
+        self.n, self.k = (_gemm_size(d, name, static=True) for d, name in zip(dims[1:], "nk"))
         for buf, count, rows, cols in ((a, self.a_batch, self.m, self.k), (b, self.batch, self.k, self.n),
                                        (out, self.batch, self.m, self.n)):
-            if buf.size != count * rows * cols:
-                raise ValueError("Gemm: %r is not %d matrices of %dx%d" % (buf, count, rows, cols))
+            if E.monomial(buf.size) != _product(count, rows, cols):
+                raise ValueError("Gemm: %r is not %r matrices of %rx%r" % (buf, count, rows, cols))
         if not (a.dtype == b.dtype == out.dtype):
             raise TypeError("Gemm: operand dtypes %s, %s, %s differ" % (a.dtype, b.dtype, out.dtype))
         if epilogue is not None and epilogue.dtype != out.dtype:
             raise TypeError("Gemm: epilogue gives %s for a %s output" % (epilogue.dtype, out.dtype))
         self.epilogue = epilogue
         self.extra_inputs = list(extra_inputs)
+
+    @property
+    def symbolic(self):
+        """Whether the product's row count or batch is read at run time."""
+        return not (E.is_static(self.m) and E.is_static(self.batch))
 
     @property
     def inputs(self):
@@ -187,23 +219,25 @@ class Gemm:
         extent), or None when some axis straddles two of them (grouped convolution's filters).
         A [batch, m, n] or [m, n] output maps axis to index directly; an N-d one (a
         convolution's [N, F, H, W] as [N][F][H*W]) through divisions."""
-        targets = [(Gemm.BATCH, self.batch), (Gemm.ROW, self.m), (Gemm.COL, self.n)]
-        groups, g, cur = [[], [], []], 0, 1
-        for axis, d in enumerate(self.out.shape):
-            if d == 1:
+        targets = [(Gemm.BATCH, E.monomial(self.batch)), (Gemm.ROW, E.monomial(self.m)),
+                   (Gemm.COL, E.monomial(self.n))]
+        shape = [E.monomial(d) for d in self.out.shape]  # sizes as monomials: run-time ones compare too
+        groups, g, cur = [[], [], []], 0, (1, ())
+        for axis, d in enumerate(shape):
+            if d == (1, ()):
                 continue
             while g < 3 and cur == targets[g][1]:
-                g, cur = g + 1, 1
-            if g == 3 or targets[g][1] % (cur * d):
+                g, cur = g + 1, (1, ())
+            if g == 3 or not E.divides(_product(E.from_monomial(cur), E.from_monomial(d)), targets[g][1]):
                 return None
-            cur *= d
+            cur = _product(E.from_monomial(cur), E.from_monomial(d))
             groups[g].append(axis)
-        if any(math.prod(self.out.shape[a] for a in groups[i]) != targets[i][1] for i in range(3)):
+        if any(_product(*[self.out.shape[a] for a in groups[i]]) != targets[i][1] for i in range(3)):
             return None
         view = [None] * len(self.out.shape)
         for (var, _), axes in zip(targets, groups):
             for j, axis in enumerate(axes):
-                inner = math.prod(self.out.shape[a] for a in axes[j + 1:])
+                inner = E.from_monomial(_product(*[self.out.shape[a] for a in axes[j + 1:]]))
                 view[axis] = (var, inner, self.out.shape[axis] if j else None)
         return view
 
@@ -211,19 +245,18 @@ class Gemm:
         """This product with ``stage`` (a ``Compute`` reading its output at its own index) as
         epilogue, writing ``stage.out``; None when the consumer does not fit that shape."""
         view = self.out_view()
-        if not isinstance(stage, Compute) or stage.out.shape != self.out.shape or view is None \
+        if not isinstance(stage, Compute) or not E.same_shape(stage.out.shape, self.out.shape) or view is None \
                 or stage.out.dtype != self.out.dtype:
             return None
-        from .expr import const
         names = [a.name for a in stage.axes]
         index = {}
         for name, v in zip(names, view):
             if v is None:
-                index[name] = const(0, "int64")
+                index[name] = E.const(0, "int64")
                 continue
             var, inner, extent = v
-            x = var if inner == 1 else var // const(inner, "int64")
-            index[name] = x if extent is None else x % const(extent, "int64")
+            x = var if E.monomial(inner) == (1, ()) else var // _index_size(inner)
+            index[name] = x if extent is None else x % _index_size(extent)
         acc = self.epilogue if self.epilogue is not None else Gemm.acc(self.out.dtype)
         memo, extra, ok = {}, {}, [True]
 
@@ -244,7 +277,7 @@ class Gemm:
             return None
         extra_inputs = self.extra_inputs + [x for x in extra.values() if x not in self.extra_inputs]
         return Gemm(stage.out, self.a, self.b, self.transpose_a, self.transpose_b, self.batch,
-                    (self.m, self.n, self.k), body, extra_inputs, a_batch=self.a_batch)
+                    (self.m, self.n, self.k), body, extra_inputs, a_batch=self.a_batch if self.shares_a else None)
 
     def exprs(self):
         """Stand-in loads of both operands plus the epilogue: what analyses of reads need."""

@@ -14,6 +14,7 @@ from ..runtime.program import SlotSpec
 from . import expr as E
 from .kernel import Buffer, Compute, Gemm, Kernel, ScatterAdd, stage_exprs
 from .ops.random import STREAM
+from .symbolic_sizes import slot_shape
 
 
 @dataclass
@@ -30,25 +31,59 @@ class Launch:
 
 
 class Lowered:
-    """Kernels (deduplicated), slots, and the launches of each program entry."""
+    """Kernels (deduplicated), slots, and the launches of each program entry.
 
-    def __init__(self):
+    sizes: the ``symbolic_sizes.SizeTable`` of a program with run-time sizes, else None."""
+
+    def __init__(self, sizes=None):
         self.kernels = []
         self.slots = []
         self.slot_of = {}  # entry key -> slot index
         self.phases = {}  # entry name -> [Launch]
+        self.sizes = sizes
         self._by_key = {}
 
     def slot(self, key, name, shape, dtype, external):
         if key in self.slot_of:
             return self.slot_of[key]
         self.slot_of[key] = len(self.slots)
-        self.slots.append(SlotSpec(name, tuple(shape), dtype, external))
+        self.slots.append(SlotSpec(name, slot_shape(shape), dtype, external))
         return self.slot_of[key]
+
+    def byte_size(self, i):
+        """Slot i's bytes: an int, or (c0, c1) meaning ``c0 + c1*N`` for a symbolic slot."""
+        s = self.slots[i]
+        return self.sizes.byte_poly(s.shape, s.dtype, "slot %r" % s.name) if s.symbolic else s.nbytes
+
+    def placement(self, i):
+        """(scaled, bytes) of an internal slot: see ``symbolic_sizes``."""
+        s = self.slots[i]
+        return self.sizes.placement(s.shape, s.dtype, "slot %r" % s.name) if s.symbolic else (False, s.nbytes)
+
+    def extent(self, i):
+        """(offset, bytes) of slot i's storage with N = 1: where every arena value sits
+        relative to the others, for aliasing facts and the report."""
+        s = self.slots[i]
+        scaled, size = self.placement(i)
+        return s.offset + s.offset_scale, size
 
     def calls(self):
         """``{entry: [(kernel name, slots)]}`` for the code generator."""
         return {p: [(l.kernel.name, l.slots) for l in launches] for p, launches in self.phases.items()}
+
+
+def lower_node(node, params, ins, outs):
+    """``node.op.lower`` on these buffers; a lowering that needs a number for a run-time size
+    (an ``expr.Dim``: a dynamic batch) is a NotImplementedError naming the operator and node."""
+    if node.op.lower is None:
+        raise NotImplementedError("operator %s has no kernel on the CPU backend" % node.op.name)
+    try:
+        return node.op.lower(params, ins, outs)
+    except TypeError as err:
+        if all(E.is_static(d) for buf in ins + outs for d in buf.shape):
+            raise
+        raise NotImplementedError("operator %s (node %r) cannot take its sizes at run time (%s): %s"
+                                  % (node.op.name, node.name, ", ".join(str(b.shape) for b in ins), err)) from err
 
 
 def _inline_producers(stages, producers):
@@ -87,11 +122,13 @@ def _inline_producers(stages, producers):
     return out
 
 
-def lower_group(group, spec, rng=None):
+def lower_group(group, spec, rng=None, dims=None):
     """Kernel for ``group`` (root last) and the entries bound to its parameters.
 
     rng: (key variable node, {node uid: stream id}); a random node's lowering gets the key
-    buffer as an extra last input and its stream id in ``params[ops.random.STREAM]``."""
+    buffer as an extra last input and its stream id in ``params[ops.random.STREAM]``.
+    dims: the dims buffer of a program with run-time sizes: every kernel takes it last
+    among its inputs (its entry in the returned list is None)."""
     member_out = {(n.uid, 0) for n in group[:-1]}
     position = {(n.uid, 0): k for k, n in enumerate(group)}  # wiring keys must not depend on node ids
     ext_bufs, ext_entries, ext_index, virtual = {}, [], {}, {}
@@ -119,9 +156,7 @@ def lower_group(group, spec, rng=None):
                 ins.append(ext_bufs[key])
                 wires.append(("x", ext_index[key]))
         outs = [Buffer("%s_out%d" % (node.name, i), *spec(node.out(i))) for i in range(node.num_outputs)]
-        if node.op.lower is None:
-            raise NotImplementedError("operator %s has no kernel on the CPU backend" % node.op.name)
-        stages = node.op.lower(params, ins, outs)
+        stages = lower_node(node, params, ins, outs)
         if node is group[-1]:
             root_outs, root_stages = outs, stages
         else:
@@ -140,7 +175,11 @@ def lower_group(group, spec, rng=None):
         stages = [fused]
     loaded = E.loaded_buffers([x for st in stages for x in stage_exprs(st)])
     ext_entries = [e for e in ext_entries if id(ext_bufs[e.key()]) in loaded]  # shape-only inputs need no slot
-    kernel = Kernel(group[-1].op.name, [ext_bufs[e.key()] for e in ext_entries], root_outs, stages)
+    inputs = [ext_bufs[e.key()] for e in ext_entries]
+    if dims is not None:
+        inputs.append(dims)
+        ext_entries.append(None)
+    kernel = Kernel(group[-1].op.name, inputs, root_outs, stages, dims=dims)
     key = (tuple(wiring), tuple((b.shape, b.dtype) for b in kernel.params))
     return kernel, ext_entries, key
 
@@ -150,11 +189,14 @@ def kernel_name(group, index):
     return ("fused_%s_%d" if len(ops) > 1 else "%s_%d") % ("_".join(ops[:6]), index)
 
 
-def lower_graph(graph, shapes, dtypes, external_outputs, phases, rng=None):
+def lower_graph(graph, shapes, dtypes, external_outputs, phases, rng=None, sizes=None):
     """``external_outputs``: entry key -> slot name; ``phases``: [(entry name, [group])];
     ``rng``: (key variable node, {random node uid: stream id}) when the graph samples (its
-    shape and dtype are in ``shapes``/``dtypes``): the key becomes an external slot."""
-    low = Lowered()
+    shape and dtype are in ``shapes``/``dtypes``): the key becomes an external slot.
+    ``sizes``: the SizeTable of shapes holding ``expr.Dim`` sizes; its dims array becomes an
+    external slot every kernel reads."""
+    low = Lowered(sizes)
+    dims = sizes.buffer if sizes is not None else None
 
     def spec(e):
         s, t = shapes.get(e.key()), dtypes.get(e.key())
@@ -169,10 +211,12 @@ def lower_graph(graph, shapes, dtypes, external_outputs, phases, rng=None):
     nodes = {n.uid: n for n in graph.nodes}
     for (uid, idx), name in external_outputs.items():
         low.slot((uid, idx), name, *spec(nodes[uid].out(idx)), True)
+    if dims is not None:
+        low.slot(dims.name, dims.name, dims.shape, dims.dtype, True)
     for entry_name, groups in phases:
         launches = []
         for group in groups:
-            kernel, entries, key = lower_group(group, spec, rng)
+            kernel, entries, key = lower_group(group, spec, rng, dims)
             known = low._by_key.get(key)
             if known is None:
                 kernel.name = kernel_name(group, len(low.kernels))
@@ -181,7 +225,7 @@ def lower_graph(graph, shapes, dtypes, external_outputs, phases, rng=None):
             else:
                 kernel = known
             root = group[-1]
-            slots = [low.slot_of[e.key()] for e in entries]
+            slots = [low.slot_of[e.key() if e is not None else dims.name] for e in entries]
             for i in range(root.num_outputs):
                 s, t = spec(root.out(i))
                 slots.append(low.slot((root.uid, i), "%s_out%d" % (root.name, i), s, t, False))
@@ -193,9 +237,17 @@ def lower_graph(graph, shapes, dtypes, external_outputs, phases, rng=None):
 def plan_naive(low):
     """One aligned region per internal slot; the baseline the memory planner is measured against."""
     from ..runtime.program import ALIGN
-    offset = 0
-    for s in low.slots:
+    offset, scaled_slots = [0, 0], []  # fixed arena bytes, scaled arena bytes per unit of N
+    for i, s in enumerate(low.slots):
         if not s.external:
-            s.offset = offset
-            offset += -(-max(s.nbytes, 1) // ALIGN) * ALIGN
-    return {"arena_bytes": offset, "naive_bytes": offset, "inplace": 0, "reused": 0}
+            scaled, size = low.placement(i)
+            if scaled:
+                s.offset_scale = offset[1]
+                scaled_slots.append(s)
+            else:
+                s.offset = offset[0]
+            offset[scaled] += -(-max(size, 1) // ALIGN) * ALIGN
+    for s in scaled_slots:  # the scaled arena follows the fixed one
+        s.offset = offset[0]
+    return {"arena_bytes": offset[0], "arena_scale": offset[1], "naive_bytes": offset[0] + offset[1],
+            "inplace": 0, "reused": 0}

@@ -68,7 +68,7 @@ def _loads_only_at(expr, buf, axes):
 def inplace_safe(kernel, k, j):
     """Whether output ``j`` of ``kernel`` may share storage with input ``k``: dst[i] = f(src[i])."""
     src, dst = kernel.inputs[k], kernel.outputs[j]
-    if src.shape != dst.shape or np.dtype(src.dtype).itemsize != np.dtype(dst.dtype).itemsize:
+    if not E.same_shape(src.shape, dst.shape) or np.dtype(src.dtype).itemsize != np.dtype(dst.dtype).itemsize:
         return False
     writers = [s for s, st in enumerate(kernel.stages) if getattr(st, "out", None) is dst]
     if len(writers) != 1:
@@ -142,7 +142,8 @@ def _make_aliases(low):
                 root = alias.get(src, src)
                 rs, ds = low.slots[root], low.slots[dst]
                 # an external output is no alias target: its array may change before readers run
-                if not ds.external and not (rs.external and root in written) and rs.nbytes == ds.nbytes:
+                if not ds.external and not (rs.external and root in written) \
+                        and low.byte_size(root) == low.byte_size(dst):
                     alias[dst] = root
                     continue
             kept.append(launch)
@@ -150,7 +151,7 @@ def _make_aliases(low):
     return alias
 
 
-def _schedule(launches, root, slots, keep):
+def _schedule(launches, root, slots, keep, size):
     """Reorder one phase's launches, respecting data dependencies: run the ready launch that
     grows the live internal bytes least (first in the given order on ties), so that e.g. weight
     gradients run as soon as their operands exist instead of keeping them alive to the end.
@@ -168,9 +169,9 @@ def _schedule(launches, root, slots, keep):
                 waiting[i] += 1
 
     def growth(i):
-        freed = sum(_aligned(slots[s].nbytes) for s in ins[i]
+        freed = sum(size(s) for s in ins[i]
                     if s in writer and not slots[s].external and s not in keep and readers[s] == 1)
-        return sum(_aligned(slots[s].nbytes) for s in outs[i]) - freed
+        return sum(size(s) for s in outs[i]) - freed
 
     ready = [i for i in range(n) if waiting[i] == 0]
     order = []
@@ -199,9 +200,18 @@ def plan_memory(low):
         return alias.get(s, s)
 
     phases = list(low.phases)  # forward, then backward
+    placement = {}  # planned slot -> (scaled, aligned bytes or bytes per unit of N)
+
+    def place(s):
+        hit = placement.get(s)
+        if hit is None:
+            scaled, size = low.placement(s)
+            hit = placement[s] = (scaled, _aligned(size))
+        return hit
+
     for k, phase in enumerate(phases):
         later = {root(s) for p in phases[k + 1:] for l in low.phases[p] for s in l.slots}
-        low.phases[phase] = _schedule(low.phases[phase], root, slots, later)
+        low.phases[phase] = _schedule(low.phases[phase], root, slots, later, lambda s: place(s)[1])
     order = [(p, l) for p in phases for l in low.phases[p]]
     end = len(order)
 
@@ -221,8 +231,8 @@ def plan_memory(low):
                                      % slots[s].name)
                 last[s] = end if phase_of[s] != phase else max(last.get(s, t), t)
 
-    arena = _Arena()
-    block = {}  # value slot -> (offset, size)
+    arenas = (_Arena(), _Arena())  # fixed, scaled (in bytes per unit of N; see symbolic_sizes)
+    block = {}  # value slot -> (arena, offset, size)
     inplace, reused = [], 0
     for t, (_, launch) in enumerate(order):
         n_in = len(launch.kernel.inputs)
@@ -231,10 +241,10 @@ def plan_memory(low):
         for j, out in enumerate(launch.slots[n_in:]):
             if not planned(out):
                 continue
-            size = _aligned(slots[out].nbytes)
+            scaled, size = place(out)
             donor = next((k for k, src in enumerate(roots[:n_in])
                           if planned(src) and src not in taken and last[src] == t and roots.count(src) == 1
-                          and slots[src].nbytes == slots[out].nbytes
+                          and low.byte_size(src) == low.byte_size(out)
                           and inplace_safe(launch.kernel, k, j)), None)
             if donor is not None:
                 src = roots[donor]
@@ -242,18 +252,21 @@ def plan_memory(low):
                 block[out] = block[src]
                 inplace.append((t, src, out))
                 continue
-            off, was_used = arena.alloc(size)
+            off, was_used = arenas[scaled].alloc(size)
             reused += was_used
-            block[out] = (off, size)
+            block[out] = (scaled, off, size)
         for s in set(roots):
             if planned(s) and last[s] == t and s not in taken:
-                arena.release(*block[s])
+                scaled, off, size = block[s]
+                arenas[scaled].release(off, size)
+    fixed = arenas[0].top
     for s, spec in enumerate(slots):
         if s in alias:
             spec.alias_of = alias[s]
-            spec.offset = block.get(alias[s], (0, 0))[0]
-        elif planned(s):
-            spec.offset = block.get(s, (0, 0))[0]
-    stats = {"arena_bytes": arena.top, "naive_bytes": naive, "inplace": len(inplace), "reused": reused,
-             "aliased": len(alias)}
+        if planned(s):
+            scaled, off, _ = block.get(alias.get(s, s), (False, 0, 0))
+            # a scaled value sits at fixed + off*N: the scaled arena follows the fixed one
+            spec.offset, spec.offset_scale = (fixed, off) if scaled else (off, 0)
+    stats = {"arena_bytes": fixed, "arena_scale": arenas[1].top, "naive_bytes": naive, "inplace": len(inplace),
+             "reused": reused, "aliased": len(alias)}
     return MemoryPlan(stats, inplace)

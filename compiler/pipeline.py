@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 from ..runtime.errors import MXNetError
 from ..runtime.program import ProgramSpec
@@ -116,6 +117,29 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     cached = program_cache.load(key)
     if cached is not None:
         return cached
+    prep = prepare_graph(heads, var_shapes, var_types, grad_req, pm, is_train, remat_mode)
+    spec, info = finish_program(prep, name, num_threads, fastmath)
+    program_cache.store(key, spec, info)
+    return spec, info
+
+
+@dataclass
+class Prepared:
+    """A graph after every graph-level pass, with inferred shapes and dtypes: what
+    ``finish_program`` fuses, lowers and emits. ``fwd``/``bwd``: the entries written to the
+    program's external output and gradient slots."""
+
+    pm: PassManager
+    graph: Graph
+    shapes: dict
+    dtypes: dict
+    info: dict
+    fwd: list
+    bwd: list
+
+
+def prepare_graph(heads, var_shapes, var_types, grad_req, pm, is_train, remat_mode=None):
+    """Inference, training specialisation, gradients and the simplification passes."""
     graph = Graph(heads)
     grad_req = dict(grad_req or {})
     # Inference on the user's graph first: errors name the user's nodes, and every
@@ -180,6 +204,16 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
         bwd = graph.outputs[n_fwd:]
         shapes = _infer_into(graph, var_shapes, infer_shapes, "shape")
         dtypes = _infer_into(graph, var_types, infer_types, "dtype")
+    return Prepared(pm, graph, shapes, dtypes, info, fwd, bwd)
+
+
+def finish_program(prep, name, num_threads, fastmath, sizes=None):
+    """Fusion, lowering, memory planning and code generation: (ProgramSpec, info).
+
+    sizes: a ``symbolic_sizes.SizeTable`` when ``prep.shapes`` hold ``expr.Dim`` sizes
+    (a program whose sizes are read at run time, e.g. a dynamic batch)."""
+    pm, graph, shapes, dtypes, info, fwd, bwd = (prep.pm, prep.graph, prep.shapes, prep.dtypes, prep.info,
+                                                prep.fwd, prep.bwd)
 
     fwd_slots = info["outputs"] + list(info["aux_updates"].values())
     external = {e.key(): slot for slot, e in zip(fwd_slots, fwd)}
@@ -202,7 +236,7 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
         shapes[rng[0].out(0).key()], dtypes[rng[0].out(0).key()] = KEY_SHAPE, KEY_DTYPE
         info["rng_key"] = KEY_SLOT
     t0 = time.perf_counter()
-    low = lower_graph(graph, shapes, dtypes, external, phases, rng)
+    low = lower_graph(graph, shapes, dtypes, external, phases, rng, sizes)
     pm.report.passes.append({"name": "lower", "nodes_before": n_ops, "nodes_after": len(low.kernels),
                              "seconds": time.perf_counter() - t0})
     t0 = time.perf_counter()
@@ -217,28 +251,28 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
                                  "nodes_after": sum(len(launches) for launches in low.phases.values()),
                                  "seconds": time.perf_counter() - t0})
     t0 = time.perf_counter()
-    ir_text = emit_program(name, low.kernels, low.calls(), num_threads, fastmath, _regions(low.slots))
+    ir_text = emit_program(name, low.kernels, low.calls(), num_threads, fastmath, _regions(low))
     pm.report.passes.append({"name": "codegen_llvm", "nodes_before": len(low.kernels),
                              "nodes_after": len(low.kernels), "seconds": time.perf_counter() - t0})
     kernels = {}  # name -> report item, in order of first launch
+    unit_dims = sizes.values(1) if sizes is not None else None  # run-time sizes are counted at N = 1
     for launches in low.phases.values():
         for launch in launches:
             item = kernels.get(launch.kernel.name)
             if item is None:
                 item = kernels[launch.kernel.name] = {"name": launch.kernel.name, "ops": launch.ops,
                                                       "backend": "llvm", "launches": 0,
-                                                      "flops": kernel_flops(launch.kernel)}
+                                                      "flops": kernel_flops(launch.kernel, unit_dims)}
                 pm.report.kernels.append(item)
             item["launches"] += 1
     pm.report.flops = flops_totals([(p, kernels[l.kernel.name]["flops"]) for p, launches in low.phases.items()
                                     for l in launches])
     pm.report.program_cache = {"hit": None}
     pm.report.program = describe_program([(p, l) for p, launches in low.phases.items() for l in launches],
-                                         low.slots, low.slot_of, _slot_roles(low, info, graph), inplace,
-                                         pm.removed)
+                                         low, _slot_roles(low, info, graph), inplace, pm.removed)
     spec = ProgramSpec(name, ir_text, ["forward", "backward"], low.slots, pm.report.memory["arena_bytes"],
-                       pm.report.to_dict())
-    program_cache.store(key, spec, info)
+                       pm.report.to_dict(), dims_slot=sizes.buffer.name if sizes is not None else None,
+                       arena_scale=pm.report.memory.get("arena_scale", 0))
     return spec, info
 
 
@@ -253,17 +287,18 @@ def _slot_roles(low, info, graph):
     return {i: by_name.get(s.name, "input") for i, s in enumerate(low.slots) if s.external}
 
 
-def _regions(slots):
-    """The memory behind each slot for codegen's aliasing facts: an arena byte range,
-    or the external slot whose caller array it is (an alias takes its root's)."""
-    index = {id(s): i for i, s in enumerate(slots)}
+def _regions(low):
+    """The memory behind each slot for codegen's aliasing facts: an arena byte range (the
+    layout with N = 1 for run-time sizes: disjoint there means disjoint for every N), or the
+    external slot whose caller array it is (an alias takes its root's)."""
     out = []
-    for s in slots:
-        root = slots[s.alias_of] if s.alias_of is not None else s
-        if root.external:
-            out.append(("external", index[id(root)]))
+    for i, s in enumerate(low.slots):
+        root = s.alias_of if s.alias_of is not None else i
+        if low.slots[root].external:
+            out.append(("external", root))
         else:
-            out.append(("arena", root.offset, root.offset + max(s.nbytes, 1)))
+            start, _ = low.extent(root)
+            out.append(("arena", start, start + max(low.extent(i)[1], 1)))
     return out
 
 

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from .codegen.llvm import work_per_element
 from .codegen.llvm_ctc import WORK_PER_ACTIVATION, WORK_PER_STATE
 from .codegen.llvm_sort import WORK_PER_ELEMENT_PASS
+from . import expr as E
 from .expr import Call, Cast, Reduce, map_children
 from .kernel import CTC, Compute, Gemm, ScatterAdd, Sort
 
@@ -119,22 +120,25 @@ def _si(n):
     return str(n)
 
 
-def kernel_flops(kernel):
-    """Estimated operations of one call of ``kernel`` (static shapes, as ``compile_program``
-    makes): ``{"gemm": 2*m*n*k*batch summed over its products, "other": the rest}``. A GEMM's
-    epilogue (fused bias, activation) counts as other, per output element."""
+def kernel_flops(kernel, dims=None):
+    """Estimated operations of one call of ``kernel``: ``{"gemm": 2*m*n*k*batch summed over
+    its products, "other": the rest}``. A GEMM's epilogue (fused bias, activation) counts as
+    other, per output element. dims: the run-time sizes to count a kernel with ``expr.Dim``
+    sizes at (a dynamic batch's report counts batch 1)."""
+    def n(x):
+        return E.int_value(x, dims) if not E.is_static(x) else int(x)
     gemm = other = 0
     for st in kernel.stages:
         if isinstance(st, Gemm):
-            gemm += 2 * st.m * st.n * st.k * st.batch
+            gemm += 2 * n(st.m) * st.n * st.k * n(st.batch)
             if st.epilogue is not None:
-                other += st.m * st.n * st.batch * work_per_element(st.epilogue)
+                other += n(st.m) * st.n * n(st.batch) * n(work_per_element(st.epilogue))
         elif isinstance(st, Compute):  # a product lowered as a reduction (float16) is still a GEMM
-            products = int(st.out.size) * _summed_products(st.body)
+            products = n(st.out.size) * n(_summed_products(st.body))
             gemm += products
-            other += max(0, int(st.out.size) * work_per_element(st.body) - products)
+            other += max(0, n(st.out.size) * n(work_per_element(st.body)) - products)
         elif isinstance(st, ScatterAdd):  # zero-fill, then one add per source position
-            other += int(st.out.size) + math.prod(st.extents) * (work_per_element(st.value) + 1)
+            other += n(st.out.size) + math.prod(n(x) for x in st.extents) * (n(work_per_element(st.value)) + 1)
         elif isinstance(st, Sort):
             other += st.rows * st.n * max(1, math.ceil(math.log2(max(st.n, 2)))) * WORK_PER_ELEMENT_PASS
         elif isinstance(st, CTC):
@@ -193,18 +197,20 @@ def removed_nodes(before, after):
     return {"names": gone[:REMOVED_NAMES], "count": len(gone)}
 
 
-def describe_program(launches, slots, slot_of, roles, inplace=(), removed=None):
-    """``program`` for the report: ``launches`` [(phase, Launch)] in run order, ``slots`` the
-    SlotSpecs after memory planning, ``slot_of`` graph entry key -> slot index, ``roles`` slot
-    index -> role of each external slot, ``inplace`` the planner's (position, input slot,
-    output slot) triples."""
+def describe_program(launches, low, roles, inplace=(), removed=None):
+    """``program`` for the report: ``launches`` [(phase, Launch)] in run order, ``low`` the
+    ``lower.Lowered`` after memory planning, ``roles`` slot index -> role of each external
+    slot, ``inplace`` the planner's (position, input slot, output slot) triples. Sizes and
+    offsets of run-time-sized slots are those with N = 1."""
     inplace_of = {dst: src for _, src, dst in inplace}
     out_slots = []
-    for i, s in enumerate(slots):
+    slot_of = low.slot_of
+    for i, s in enumerate(low.slots):
         internal = not s.external
-        out_slots.append({"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "nbytes": s.nbytes,
+        start, nbytes = low.extent(i)
+        out_slots.append({"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "nbytes": nbytes,
                           "role": roles.get(i, "input") if s.external else "internal",
-                          "offset": s.offset if internal and s.alias_of is None else None,
+                          "offset": start if internal and s.alias_of is None else None,
                           "alias_of": s.alias_of, "inplace_of": inplace_of.get(i)})
     out_launches = []
     for phase, launch in launches:

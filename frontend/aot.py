@@ -4,7 +4,9 @@ inference program, checked, handed to ``compiler/aot.py`` for the library build.
 The symbol file is read as JSON and the params file parsed as data; nothing from
 either is executed. Arguments named by ``shapes`` are the model's inputs; every other
 argument and auxiliary state must be in the params file with the shape and dtype the
-graph infers from the inputs, and the params file may hold nothing else.
+graph infers from the inputs, and the params file may hold nothing else. A ``None``
+dimension in an input's shape (``--shape data=?,3,224,224``) is the batch size, chosen at
+run time (``compiler/dynamic_batch.py``).
 """
 from __future__ import annotations
 
@@ -60,7 +62,9 @@ def check_weights(sym, shapes, dtypes, params, params_path):
     if missing:
         raise MXNetError("%s has no weight for %s (an input needs --shape %s=...)"
                          % (params_path, ", ".join(missing), missing[0]))
-    arg_shapes, _, aux_shapes = sym.infer_shape_partial(**shapes)
+    # weights do not depend on the batch size: check them at batch 1
+    arg_shapes, _, aux_shapes = sym.infer_shape_partial(
+        **{n: tuple(1 if d is None else d for d in s) for n, s in shapes.items()})
     in_types = {n: dtypes.get(n, "float32") for n in shapes}
     arg_types, _, aux_types = sym.infer_type_partial(**in_types)
     for n, shape, dtype in zip(variables, arg_shapes + aux_shapes, arg_types + aux_types):
@@ -91,16 +95,22 @@ def compile_model(symbol_path, params_path, shapes, out_dir, name, dtypes=None, 
     threads = default_threads() if threads is None else threads
     if threads < 1:
         raise MXNetError("--threads must be at least 1, got %d" % threads)
-    spec, info = compile_program(sym._outputs, var_shapes, var_types, None, name=name, is_train=False,
-                                 num_threads=threads)
+    table = None
+    if any(d is None for s in shapes.values() for d in s):
+        from .compiler.dynamic_batch import compile_dynamic_batch
+        spec, info, table = compile_dynamic_batch(sym._outputs, var_shapes, var_types, name=name,
+                                                  num_threads=threads)
+    else:
+        spec, info = compile_program(sym._outputs, var_shapes, var_types, None, name=name, is_train=False,
+                                     num_threads=threads)
     used = {s.name for s in spec.slots if s.external}
     dropped = [n for n in params if n not in used]
     if dropped:
         log.info("weights the compiled program does not read are left out: %s", ", ".join(dropped))
-    inputs = [(n, tuple(shapes[n]), var_types[n]) for n in shapes]
+    inputs = [(n, tuple("$0" if d is None else d for d in shapes[n]), var_types[n]) for n in shapes]
     weights = [(n, np.ascontiguousarray(params[n])) for n in sym.list_arguments() + sym.list_auxiliary_states()
                if n in params and n in used]
     paths = aot.build_library(spec, info, inputs, weights, out_dir, name, cpu=cpu, features=features,
-                              opt_level=opt_level, emit=emit, embed=embed, threads=threads)
+                              opt_level=opt_level, emit=emit, embed=embed, threads=threads, table=table)
     log.info("compiled %s into %s in %.2f s", symbol_path, os.path.abspath(out_dir), time.perf_counter() - t0)
     return paths

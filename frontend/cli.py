@@ -57,16 +57,18 @@ def _name_value(text, what):
     return name, value
 
 
-def _parse_shapes(items):
+def _parse_shapes(items, batch=False):
+    """{name: dims}; with ``batch``, a ``?`` dim (the run-time batch size) is None."""
     shapes = {}
     for text in items or ():
         name, value = _name_value(text, "shape")
         try:
-            dims = tuple(int(d) for d in value.split(","))
+            dims = tuple(None if batch and d.strip() == "?" else int(d) for d in value.split(","))
         except ValueError:
             dims = ()
-        if not dims or any(d < 0 for d in dims):
-            raise CliError("bad --shape %r: expected NAME=D1,D2,... with non-negative integers" % text, status=2)
+        if not dims or any(d is not None and d < 0 for d in dims):
+            raise CliError("bad --shape %r: expected NAME=D1,D2,... with non-negative integers%s"
+                           % (text, " or ? for the batch size" if batch else ""), status=2)
         shapes[name] = dims
     return shapes
 
@@ -173,12 +175,18 @@ def _run_inspect(args):
     The program cache is bypassed: a program from it has no record of the passes."""
     from .compiler.report import CompileReport
     from .viz_compiled import compile_symbol
-    shapes, dtypes = _parse_shapes(args.shape), _parse_dtypes(args.dtype)
+    shapes, dtypes = _parse_shapes(args.shape, batch=True), _parse_dtypes(args.dtype)
     sym = _load_symbol(args.symbol, shapes, dtypes)
+    dynamic = any(d is None for v in shapes.values() for d in v)
+    if dynamic and args.grad:
+        raise CliError("--grad: a run-time batch size (?) is for inference programs", status=2)
     saved = os.environ.get("KILN_DISABLE_PROGRAM_CACHE")
     os.environ["KILN_DISABLE_PROGRAM_CACHE"] = "1"
     try:
-        report = CompileReport.from_dict(compile_symbol(sym, shapes, dtypes or None, args.grad)[0])
+        if dynamic:
+            report = CompileReport.from_dict(_dynamic_report(sym, shapes, dtypes))
+        else:
+            report = CompileReport.from_dict(compile_symbol(sym, shapes, dtypes or None, args.grad)[0])
     finally:
         if saved is None:
             del os.environ["KILN_DISABLE_PROGRAM_CACHE"]
@@ -187,16 +195,34 @@ def _run_inspect(args):
     if args.json:
         sys.stdout.write(report.to_json() + "\n")
         return
-    sys.stdout.write("%s: %s program for %s\n%s\n" % (
+    sys.stdout.write("%s: %s program for %s%s\n%s\n" % (
         args.symbol, "training" if args.grad else "inference",
-        ", ".join("%s=%s" % (n, ",".join(map(str, s))) for n, s in shapes.items()), report))
+        ", ".join("%s=%s" % (n, ",".join("?" if d is None else str(d) for d in s)) for n, s in shapes.items()),
+        " (sizes and bytes at batch 1, arena %s bytes + %s per batch element)"
+        % (report.memory.get("arena_bytes"), report.memory.get("arena_scale")) if dynamic else "", report))
+
+
+def _dynamic_report(sym, shapes, dtypes):
+    """The report of the program ``kiln compile`` builds for a run-time batch size (``?``)."""
+    from .compiler.dynamic_batch import compile_dynamic_batch
+    names = sym.list_arguments() + sym.list_auxiliary_states()
+    at_one = {n: tuple(1 if d is None else d for d in s) for n, s in shapes.items()}
+    arg_shapes, _, aux_shapes = sym.infer_shape(**at_one)
+    if arg_shapes is None:
+        raise CliError("cannot infer every shape of %s from %s" % (sym.name, at_one))
+    var_shapes = dict(zip(names, arg_shapes + aux_shapes), **shapes)
+    arg_types, _, aux_types = sym.infer_type(**{n: dtypes.get(n, "float32") for n in shapes})
+    types = dict(zip(names, [np.dtype(t).name for t in arg_types + aux_types])) if arg_types is not None \
+        else {n: "float32" for n in names}
+    return compile_dynamic_batch(sym._outputs, var_shapes, types)[0].report
 
 
 def _add_compile(p):
     p.add_argument("symbol", help="symbol JSON file (MXNet's or kiln's), e.g. model-symbol.json")
     p.add_argument("--params", required=True, help="weights: MXNet .params file, e.g. model-0000.params")
     p.add_argument("--shape", action="append", required=True, metavar="NAME=D1,D2,...",
-                   help="shape of an input, e.g. data=1,3,224,224 (repeat for each input)")
+                   help="shape of an input, e.g. data=1,3,224,224 (repeat for each input); ? for a batch size "
+                        "chosen at run time, e.g. data=?,3,224,224")
     p.add_argument("--dtype", action="append", metavar="NAME=DTYPE",
                    help="dtype of an input, e.g. data=float16 (default float32)")
     p.add_argument("-o", "--output", required=True, help="directory to write the build into, e.g. build/model")
@@ -219,10 +245,7 @@ def _run_compile(args):
     if args.target == "cuda":
         raise CliError("--target cuda: ahead-of-time CUDA builds need kiln's CUDA backend, which this version "
                        "does not have yet; use --target cpu", status=2)
-    if any("?" in text for text in args.shape):
-        raise CliError("dynamic shapes (--shape with ?) are not supported by kiln compile yet; give every "
-                       "dimension", status=2)
-    shapes, dtypes = _parse_shapes(args.shape), _parse_dtypes(args.dtype)
+    shapes, dtypes = _parse_shapes(args.shape, batch=True), _parse_dtypes(args.dtype)
     name = args.name
     if name is None:
         stem = os.path.basename(args.symbol)

@@ -3,7 +3,8 @@
 ``load_compiled(path)`` opens ``lib<name>.so`` (``path`` is the build directory or the
 library) and creates one model instance from ``<name>.weights`` beside it, or from the
 weights embedded in the library. ``CompiledModel.run(**inputs)`` returns the outputs as
-numpy arrays. Every argument is checked by the library itself; its errors
+numpy arrays. A model compiled with a run-time batch size (``--shape data=?,...``) has -1
+at the batch dimension of ``input_shapes``/``output_shapes`` and runs any batch size. Every argument is checked by the library itself; its errors
 (``kiln_last_error()``) are raised as MXNetError. Nothing here compiles anything.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ _SIGNATURES = {
     "kiln_model_num_outputs": (ctypes.c_int, [_P]),
     "kiln_model_input_name": (ctypes.c_char_p, [_P, ctypes.c_int]),
     "kiln_model_input_shape": (ctypes.c_int, [_P, ctypes.c_int, _P, _P]),
+    "kiln_model_batch_size": (ctypes.c_int64, [_P]),
     "kiln_model_input_dtype": (ctypes.c_int, [_P, ctypes.c_int]),
     "kiln_model_output_dtype": (ctypes.c_int, [_P, ctypes.c_int]),
     "kiln_model_set_input": (ctypes.c_int, [_P, ctypes.c_char_p, _P, _P, ctypes.c_int]),
@@ -86,6 +88,7 @@ class CompiledModel:
         self.input_dtypes = [np.dtype(DTYPES[self.lib.kiln_model_input_dtype(handle, i)]) for i in range(n_in)]
         n_out = self.lib.kiln_model_num_outputs(handle)
         self.output_shapes = [self._shape(self.lib.kiln_model_output_shape, i) for i in range(n_out)]
+        self.dynamic_batch = any(d < 0 for s in self.input_shapes for d in s)
         self.output_dtypes = [np.dtype(DTYPES[self.lib.kiln_model_output_dtype(handle, i)]) for i in range(n_out)]
 
     def _check(self, status):
@@ -113,11 +116,19 @@ class CompiledModel:
             self.set_input(name, array)
         self._check(self.lib.kiln_model_run(self.handle))
         outs = []
-        for i, (shape, dtype) in enumerate(zip(self.output_shapes, self.output_dtypes)):
-            out = np.empty(shape, dtype=dtype)
+        for i, dtype in enumerate(self.output_dtypes):
+            out = np.empty(self._shape(self.lib.kiln_model_output_shape, i), dtype=dtype)
             self._check(self.lib.kiln_model_get_output(self.handle, i, out.ctypes.data, out.nbytes))
             outs.append(out)
         return outs
+
+    @property
+    def batch_size(self):
+        """The batch size of the inputs set last (0 before any, for a run-time batch size)."""
+        n = self.lib.kiln_model_batch_size(self.handle)
+        if n < 0:
+            self._check(1)
+        return n
 
     def close(self):
         if self.handle:

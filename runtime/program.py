@@ -11,6 +11,11 @@ dimension may be a string ``"$k"``, meaning element k of the int64 array bound
 to the program's ``dims_slot``, which the kernels read their sizes from. Each
 run checks every symbolic dimension against that array, so native code never
 sees memory that disagrees with the sizes it loops over.
+
+Such a program may also have internal slots of symbolic size (a dynamic batch,
+``compiler/symbolic_sizes.py``): slot ``i`` then sits at ``offset + offset_scale *
+dims[0]`` in an arena of ``arena_bytes + arena_scale * dims[0]`` bytes, laid out again
+whenever ``dims[0]`` changes.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ class SlotSpec:
     external: bool
     offset: int = 0  # arena byte offset of an internal slot
     alias_of: int | None = None  # an internal slot that is another slot's storage under another shape
+    offset_scale: int = 0  # more bytes of offset per unit of the program's scale (dims[0])
 
     def __post_init__(self):
         # compared with ndarray.shape on every run; "$k" is runtime size k (shape-generic programs)
@@ -76,6 +82,12 @@ class ProgramSpec:
     arena_bytes: int
     report: dict = field(default_factory=dict)
     dims_slot: str | None = None  # external int64 slot holding the sizes "$k" of symbolic slots
+    arena_scale: int = 0  # more arena bytes per unit of the program's scale (dims[0])
+
+    @property
+    def scaled(self):
+        """Whether the arena's layout depends on the scale dims[0]."""
+        return self.arena_scale > 0 or any(s.offset_scale or (s.symbolic and not s.external) for s in self.slots)
 
     def external_names(self):
         return [s.name for s in self.slots if s.external]
@@ -94,16 +106,11 @@ class LoadedProgram:
         self.spec = spec
         self.module = compile_ir(spec.llvm_ir, opt_level)
         self._entries = {e: self.module.entry(e) for e in spec.entries}
-        self.arena = aligned_empty(max(spec.arena_bytes, 1))
         self._table = (ctypes.c_void_p * max(len(spec.slots), 1))()
-        base = self.arena.ctypes.data
-        self._external = []
+        self._external = [i for i, s in enumerate(spec.slots) if s.external]
         self._aliases = [(i, s.alias_of) for i, s in enumerate(spec.slots) if s.alias_of is not None]
-        for i, s in enumerate(spec.slots):
-            if s.external:
-                self._external.append(i)
-            else:
-                self._table[i] = base + s.offset
+        self._scale = None  # the scale the arena is laid out for (scaled programs)
+        self._layout(0)
         self._bound = {}
         self._index = {spec.slots[i].name: i for i in self._external}
         self._dtypes = {i: np.dtype(spec.slots[i].dtype) for i in self._external}
@@ -113,17 +120,25 @@ class LoadedProgram:
         self._checks = [(i, spec.slots[i], self._dtypes[i], self._symbolic.get(i)) for i in self._external
                         if i != self._dims_slot]  # the dims array is checked by _dims_values()
 
+    def _layout(self, scale):
+        """Allocate the arena for ``scale`` and point every internal slot into it."""
+        spec = self.spec
+        self.arena = aligned_empty(max(spec.arena_bytes + spec.arena_scale * scale, 1))
+        base = self.arena.ctypes.data
+        for i, s in enumerate(spec.slots):
+            if not s.external:
+                self._table[i] = base + s.offset + s.offset_scale * scale
+        self._scale = scale
+
     def _init_symbolic(self, spec):
         """Precompute, per symbolic slot, an itemgetter building its expected shape from
         ``dims + literals`` so that each run's check is a tuple comparison."""
         self._dims_slot = None
         self._symbolic = {}
         sym = [i for i in self._external if spec.slots[i].symbolic]
-        for i, s in enumerate(spec.slots):
-            if s.symbolic and not s.external:
-                raise MXNetError("program %s: internal slot %r has a symbolic shape" % (spec.name, s.name))
+        self._scaled = spec.scaled
         if spec.dims_slot is None:
-            if sym:
+            if sym or self._scaled:
                 raise MXNetError("program %s: symbolic slots without a dims slot" % spec.name)
             return
         d = self._index.get(spec.dims_slot)
@@ -190,6 +205,8 @@ class LoadedProgram:
             missing = [self.spec.slots[i].name for i in self._external if i not in bound]
             raise MXNetError("program %s: arrays not bound for %s" % (self.spec.name, missing))
         values = self._dims_values() if self._dims_slot is not None else None
+        if self._scaled and values[0] != self._scale:
+            self._layout(values[0])
         table = self._table
         for i, slot, dtype, get in self._checks:  # a bound array may have been resized since bind()
             arr = bound[i]

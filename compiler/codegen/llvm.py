@@ -498,10 +498,27 @@ class _FunctionEmitter:
         """
         def chunk(em, begin, end):
             em.b.call(fn, [em.ptrs[id(buf)] for buf in buffers] + [begin, end])
-        if extent > 1 and self.worth_threads(work):
-            self.split_over_threads(extent, chunk)
-        else:
-            chunk(self, self.i64(0), self.i64(extent))
+        if isinstance(extent, int) and isinstance(work, int):
+            if extent > 1 and self.worth_threads(work):
+                self.split_over_threads(extent, chunk)
+            else:
+                chunk(self, self.i64(0), self.i64(extent))
+            return
+        # run-time sizes: the same decision, taken at run time
+        b = self.b
+        n = self.size(extent)
+        if self.num_threads <= 1:
+            chunk(self, self.i64(0), n)
+            return
+        wide = b.and_(b.icmp_signed(">", n, self.i64(1)),
+                      b.icmp_signed(">=", self.size(work), self.i64(PARALLEL_MIN_WORK)))
+        with b.if_else(wide) as (threaded, serial):
+            with threaded:
+                self.scopes.append({})
+                self.split_over_threads_dynamic(n, chunk)
+                self.scopes.pop()
+            with serial:
+                chunk(self, self.i64(0), n)
 
     def worth_threads(self, work):
         return self.num_threads > 1 and work >= PARALLEL_MIN_WORK

@@ -22,6 +22,7 @@ import functools
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
 
+from .. import expr as E
 from ..kernel import Gemm
 from . import llvm as L
 
@@ -72,7 +73,7 @@ class Blocking:
         self.kc = min(k, KC_BYTES // esize)
         mc = max(1, A_BLOCK_BYTES // (self.kc * esize) // self.mr) * self.mr
         nc = max(1, B_BLOCK_BYTES // (self.kc * esize) // self.nr) * self.nr
-        self.mc = min(mc, _ceil(m, self.mr) * self.mr)
+        self.mc = min(mc, _ceil(m, self.mr) * self.mr) if E.is_static(m) else mc
         self.nc = min(nc, _ceil(n, self.nr) * self.nr)
         if _ceil(n, self.nc) < units_wanted:  # narrower column blocks so every thread gets work
             self.nc = max(self.nr, _ceil(_ceil(n, units_wanted), self.nr) * self.nr)
@@ -90,21 +91,58 @@ SMALL_ROWS = 4
 
 
 def emit_gemm(em, st):
-    """Emit the helper for stage ``st`` and call it from emitter ``em`` over all units."""
+    """Emit the helper for stage ``st`` and call it from emitter ``em`` over all units.
+
+    A product whose row count or batch is a run-time size (a dynamic batch) gets both the
+    small-product and the blocked helper, chosen at run time by the same thresholds."""
     if st.out.dtype not in TYPES:
         raise NotImplementedError("LLVM backend: Gemm on %s" % st.out.dtype)
     bufs = [st.a, st.b, st.out] + st.extra_inputs
-    fn, inner = em.unit_helper(bufs, "_gemm")
+    if st.symbolic:
+        bufs.append(em.dims_buf)
     work = 2 * st.batch * st.m * st.n * st.k
-    if st.m * st.n * st.k <= SMALL_GEMM or st.m <= SMALL_ROWS:
-        if st.transpose_b and not st.transpose_a:
-            _emit_small_dots(inner, st, host_target())
-        else:
-            _emit_small(inner, st)
-        em.parallel_range(fn, bufs, st.batch * st.m, work)
-        return
-    threads = em.num_threads if em.worth_threads(work) else 1
-    blk = Blocking(host_target(), st.out.dtype, st.m, st.n, st.k, units_wanted=-(-threads // st.batch))
+    if not E.is_static(st.m):
+        b = em.b
+        m = em.size(st.m)
+        small = b.or_(b.icmp_signed("<=", b.mul(m, em.i64(st.n * st.k)), em.i64(SMALL_GEMM)),
+                      b.icmp_signed("<=", m, em.i64(SMALL_ROWS)))
+        with b.if_else(small) as (then, other):
+            with then:
+                em.scopes.append({})
+                _emit_small_path(em, st, bufs, work)
+                em.scopes.pop()
+            with other:
+                em.scopes.append({})
+                _emit_blocked_path(em, st, bufs, work)
+                em.scopes.pop()
+    elif st.m * st.n * st.k <= SMALL_GEMM or st.m <= SMALL_ROWS:
+        _emit_small_path(em, st, bufs, work)
+    else:
+        _emit_blocked_path(em, st, bufs, work)
+
+
+def _helper(em, st, bufs, suffix):
+    fn, inner = em.unit_helper(bufs, suffix)
+    if st.symbolic:
+        inner.bind_dims(em.dims_buf)
+    return fn, inner
+
+
+def _emit_small_path(em, st, bufs, work):
+    fn, inner = _helper(em, st, bufs, "_gemm")
+    if st.transpose_b and not st.transpose_a:
+        _emit_small_dots(inner, st, host_target())
+    else:
+        _emit_small(inner, st)
+    em.parallel_range(fn, bufs, st.batch * st.m, work)
+
+
+def _emit_blocked_path(em, st, bufs, work):
+    fn, inner = _helper(em, st, bufs, "_gemm")
+    threads = em.num_threads if not E.is_static(work) or em.worth_threads(work) else 1
+    # a run-time batch is at least one product: ask for column blocks enough for every thread
+    batch = st.batch if E.is_static(st.batch) else 1
+    blk = Blocking(host_target(), st.out.dtype, st.m, st.n, st.k, units_wanted=-(-threads // batch))
     _GemmEmitter(inner, st, blk, host_target()).emit()
     em.parallel_range(fn, bufs, st.batch * blk.nblocks, work)
 
@@ -112,7 +150,7 @@ def emit_gemm(em, st):
 def _a_index(b, st, batch, const):
     """Which A matrix batch ``batch`` reads: ``batch % a_batch`` (one weight matrix per
     convolution group shared by every image); the batch itself for plain batched products."""
-    return batch if st.a_batch == st.batch else b.srem(batch, const(st.a_batch))
+    return b.srem(batch, const(st.a_batch)) if st.shares_a else batch
 
 
 def _store_element(em, st, value, batch, row, col, ptr):
@@ -143,10 +181,10 @@ def _emit_small_dots(em, st, target):
         return b.gep(ptr, [index], inbounds=True, source_etype=ty)
 
     def unit(u):
-        batch, i = b.sdiv(u, em.i64(st.m)), b.srem(u, em.i64(st.m))
-        a_row = b.add(b.mul(_a_index(b, st, batch, em.i64), em.i64(st.m * st.k)), b.mul(i, em.i64(st.k)))
+        batch, i = b.sdiv(u, em.size(st.m)), b.srem(u, em.size(st.m))
+        a_row = b.add(b.mul(_a_index(b, st, batch, em.i64), em.size(st.m * st.k)), b.mul(i, em.i64(st.k)))
         b_base = b.mul(batch, em.i64(st.k * st.n))
-        c_base = b.mul(batch, em.i64(st.m * st.n))
+        c_base = b.mul(batch, em.size(st.m * st.n))
 
         def col(j):
             b_row = b.add(b_base, b.mul(j, em.i64(st.k)))
@@ -192,14 +230,14 @@ def _emit_small(em, st):
         return b.gep(ptr, [index], inbounds=True, source_etype=ty)
 
     def unit(u):
-        batch, i = b.sdiv(u, em.i64(st.m)), b.srem(u, em.i64(st.m))
-        a_base = b.mul(_a_index(b, st, batch, em.i64), em.i64(st.m * st.k))
+        batch, i = b.sdiv(u, em.size(st.m)), b.srem(u, em.size(st.m))
+        a_base = b.mul(_a_index(b, st, batch, em.i64), em.size(st.m * st.k))
         b_base = b.mul(batch, em.i64(st.k * st.n))
-        c_base = b.mul(batch, em.i64(st.m * st.n))
+        c_base = b.mul(batch, em.size(st.m * st.n))
         em.loop(st.n, lambda j: b.store(ir.Constant(ty, 0.0), at(row, j)))
 
         def depth(kk):
-            a_off = b.add(b.mul(kk, em.i64(st.m)), i) if st.transpose_a else b.add(b.mul(i, em.i64(st.k)), kk)
+            a_off = b.add(b.mul(kk, em.size(st.m)), i) if st.transpose_a else b.add(b.mul(i, em.i64(st.k)), kk)
             av = b.load(at(a_buf, b.add(a_base, a_off)), typ=ty)
 
             def col(j):
@@ -291,7 +329,9 @@ class _GemmEmitter:
 
     # ---- driver ----
     def emit(self):
-        blk = self.blk
+        blk, st, em = self.blk, self.st, self.em
+        # sizes (run-time ones read from the dims array) computed once, before any loop
+        self.m, self.mk, self.mn = em.size(st.m), em.size(st.m * st.k), em.size(st.m * st.n)
         self.apack = self.buffer(blk.mc * blk.kc)
         self.bpack = self.buffer(blk.nc * blk.kc)
         self.tile = self.buffer(blk.mr * blk.nr)
@@ -304,9 +344,9 @@ class _GemmEmitter:
         self.bi = b.sdiv(u, nb)
         j0 = self.mul(b.srem(u, nb), blk.nc)
         ncur = self.smin(self.b.sub(self.c64(st.n), j0), blk.nc)
-        self.a_base = self.mul(_a_index(b, st, self.bi, self.c64), st.m * st.k)
+        self.a_base = self.mul(_a_index(b, st, self.bi, self.c64), self.mk)
         self.b_base = self.mul(self.bi, st.k * st.n)
-        self.c_base = self.mul(self.bi, st.m * st.n)
+        self.c_base = self.mul(self.bi, self.mn)
 
         def depth(p0):
             kcur = self.smin(b.sub(self.c64(st.k), p0), blk.kc)
@@ -315,7 +355,7 @@ class _GemmEmitter:
             self.pack_b(j0, ncur, p0, kcur)
 
             def rows(i0):
-                mcur = self.smin(b.sub(self.c64(st.m), i0), blk.mc)
+                mcur = self.smin(b.sub(self.m, i0), blk.mc)
                 self.pack_a(i0, mcur, p0, kcur)
 
                 def col_panel(jr):
@@ -323,13 +363,13 @@ class _GemmEmitter:
                         self.micro(i0, ir_, mcur, j0, jr, ncur, kcur, first, last)
                     self.for_(0, mcur, blk.mr, row_panel)
                 self.for_(0, ncur, blk.nr, col_panel)
-            self.for_(0, st.m, blk.mc, rows)
+            self.for_(0, self.m, blk.mc, rows)
         self.for_(0, st.k, blk.kc, depth)
 
     # ---- packing ----
     def load_a(self, i, kk):
         """Element (i, kk) of A's matrix view in this batch."""
-        off = self.add(self.mul(kk, self.st.m), i) if self.st.transpose_a else self.add(self.mul(i, self.st.k), kk)
+        off = self.add(self.mul(kk, self.m), i) if self.st.transpose_a else self.add(self.mul(i, self.st.k), kk)
         return self.b.load(self.gep(self.a, self.add(self.a_base, off)), typ=self.ty)
 
     def load_b(self, kk, j):

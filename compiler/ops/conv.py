@@ -672,7 +672,7 @@ register(OpDef("_col2im_deconv", kind="opaque", inputs=("cols",), schema=COL_SCH
 
 def _gemm_ok(*bufs):
     return len({b.dtype for b in bufs}) == 1 and bufs[0].dtype in ("float32", "float64") \
-        and all(b.size > 0 for b in bufs)
+        and all(not E.is_static(b.size) or b.size > 0 for b in bufs)
 
 
 def _fwd_gemm_shape(params, ins, outs):

@@ -52,7 +52,7 @@ GEMM_DTYPES = ("float32", "float64")
 
 def _gemm(out, a, b, ta, tb, dims, batch=1):
     """A ``Gemm`` stage when the backend has a blocked kernel for this product, else None."""
-    if not (a.dtype == b.dtype == out.dtype and out.dtype in GEMM_DTYPES) or min(dims) == 0:
+    if not (a.dtype == b.dtype == out.dtype and out.dtype in GEMM_DTYPES) or 0 in [d for d in dims if E.is_static(d)]:
         return None
     return [Gemm(out, a, b, ta, tb, batch=batch, dims=dims)]
 

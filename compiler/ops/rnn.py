@@ -199,10 +199,11 @@ def unroll(b, inputs, params, sizes, masks=None, sample=False):
             _, _, wi_off, in_size, wh_off, bi_off, bh_off = layout[layer * nd + d]
             wi, wh = piece(wi_off, (g * h, in_size)), piece(wh_off, (g * h, h))
             bi, bh = piece(bi_off, (g * h,)), piece(bh_off, (g * h,))
-            flat = b.op("Reshape", x, shape=(t * n, in_size))
+            # Reshape codes rather than N itself: the unrolled graph then serves every batch size
+            flat = b.op("Reshape", x, shape=(-3, -2))  # (T*N, in)
             bias = bi if mode == "gru" else b.add(bi, bh)
             xw = b.op("broadcast_add", b.op("dot", flat, wi, transpose_b=True), bias)
-            steps = _split(b, b.op("Reshape", xw, shape=(t, n, g * h)), t, 0)
+            steps = _split(b, b.op("Reshape", xw, shape=(t, -1, g * h)), t, 0)
             hs, hcur, ccur = [None] * t, h0[layer * nd + d], c0[layer * nd + d]
             for k in (range(t) if d == 0 else reversed(range(t))):
                 hnew, cnew = _cell(b, mode, steps[k], hcur, ccur, wh, bh, params)

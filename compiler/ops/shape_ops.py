@@ -133,10 +133,10 @@ def _slice_ranges(params, shape):
         raise InferError("step %s must have the length of begin %s" % (step, begin))
     out = []
     for k, n in enumerate(shape):
-        if k >= len(begin):
-            out.append((0, 1, n))
+        s = step[k] if k < len(step) and step[k] is not None else 1
+        if k >= len(begin) or (not E.is_static(n) and begin[k] in (None, 0) and end[k] is None and s == 1):
+            out.append((0, 1, n))  # the whole axis (a run-time size may be kept, not sliced)
             continue
-        s = step[k] if step and step[k] is not None else 1
         if s == 0:
             raise InferError("slice step[%d] cannot be 0" % k)
         b = begin[k] if begin[k] is not None else (n - 1 if s < 0 else 0)
@@ -267,7 +267,8 @@ def _tile_shape(params, ins, outs):
 
 def _tile_map(params, in_shape, out_shape):
     lead = len(out_shape) - len(in_shape)
-    return lambda i: ([i[lead + k] % _i64(n) if n > 1 else _i64(0) for k, n in enumerate(in_shape)], None)
+    return lambda i: ([i[lead + k] % _i64(n) if not E.is_static(n) or n > 1 else _i64(0)
+                       for k, n in enumerate(in_shape)], None)
 
 
 _register_mapped("tile", {"reps": P.Tuple()}, _tile_shape, _tile_map,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from .. import expr as E
 from ..kernel import Buffer, Compute, Gemm, stage_exprs
+from ..lower import lower_node
 
 MAX_GROUP_OPS = 32
 MAX_GROUP_INPUTS = 16
@@ -34,7 +35,7 @@ class Probe:
             ins = [Buffer("in%d" % i, self.shapes[e.key()], self.dtypes[e.key()]) for i, e in enumerate(node.inputs)]
             outs = [Buffer("out%d" % i, self.shapes[(node.uid, i)], self.dtypes[(node.uid, i)])
                     for i in range(node.num_outputs)]
-            stages = node.op.lower(node.params, ins, outs) if node.op.lower is not None else None
+            stages = lower_node(node, node.params, ins, outs) if node.op.lower is not None else None
             hit = self._cache[node.uid] = (ins, outs, stages)
         return hit
 
@@ -119,7 +120,7 @@ def _join_target(n, users, group_of, members, inputs, shapes, probe, pinned):
     if E.contains_reduce(stage.body):
         out_shape = shapes[(n.uid, 0)]
         once = len(users) == 1 and users[0].op.kind in ("elementwise", "broadcast") \
-            and shapes[(users[0].uid, 0)] == out_shape
+            and E.same_shape(shapes[(users[0].uid, 0)], out_shape)
         if not once:
             return None
     new_inputs = (inputs[target] | {e.key() for e in n.inputs}) - {(n.uid, 0)}
@@ -137,7 +138,7 @@ def _gemm_epilogue_fits(n, users, group, shapes, probe):
     if gemm is None or len(users) != 1 or gemm.out_view() is None:
         return False
     shape = shapes[(n.uid, 0)]
-    if not all(m.op.kind in ("elementwise", "broadcast") and m.num_outputs == 1 and shapes[(m.uid, 0)] == shape
+    if not all(m.op.kind in ("elementwise", "broadcast") and m.num_outputs == 1 and E.same_shape(shapes[(m.uid, 0)], shape)
                and probe.single_compute(m) is not None for m in group):
         return False
     user = users[0]

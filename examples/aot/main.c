@@ -5,6 +5,8 @@
  *
  * WEIGHTS is the model's .weights file, or - for weights embedded with --embed-params.
  * With REPEAT > 0 the model runs REPEAT more times and the median latency is printed.
+ * A model compiled with a run-time batch size (--shape data=?,...) takes the batch size
+ * from INPUT.raw's length. 
  * Only the functions of kiln's C interface are used, so any kiln model works. */
 #include <stdint.h>
 #include <stdio.h>
@@ -33,7 +35,8 @@ int main(int argc, char **argv) {
     kiln_model *m;
     int64_t shape[8];
     int ndim;
-    size_t in_bytes = 1, out_bytes = 1;
+    size_t in_bytes = 1, out_bytes = 1, batch_dims = 0;
+    long file_bytes;
     if (argc < 4) {
         fprintf(stderr, "usage: %s WEIGHTS|- INPUT.raw OUTPUT.raw [REPEAT]\n", argv[0]);
         return 2;
@@ -43,11 +46,28 @@ int main(int argc, char **argv) {
     if (kiln_model_input_shape(m, 0, shape, &ndim))
         return fail("kiln_model_input_shape");
     for (int d = 0; d < ndim; d++)
-        in_bytes *= (size_t)shape[d];
+        if (shape[d] < 0)
+            batch_dims++;  /* -1: the batch size, chosen at run time */
+        else
+            in_bytes *= (size_t)shape[d];
     in_bytes *= dtype_size(kiln_model_input_dtype(m, 0));
-    void *input = malloc(in_bytes);
     FILE *f = fopen(argv[2], "rb");
-    if (input == NULL || f == NULL || fread(input, 1, in_bytes, f) != in_bytes) {
+    if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (file_bytes = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fprintf(stderr, "cannot read %s\n", argv[2]);
+        return 1;
+    }
+    if (batch_dims == 1 && in_bytes > 0 && file_bytes > 0 && (size_t)file_bytes % in_bytes == 0) {
+        for (int d = 0; d < ndim; d++)
+            if (shape[d] < 0)
+                shape[d] = (int64_t)((size_t)file_bytes / in_bytes);
+        in_bytes = (size_t)file_bytes;
+    } else if (batch_dims > 0) {
+        fprintf(stderr, "%s holds %ld bytes, not a whole number of samples of %zu bytes\n", argv[2], file_bytes,
+                in_bytes);
+        return 1;
+    }
+    void *input = malloc(in_bytes);
+    if (input == NULL || fread(input, 1, in_bytes, f) != in_bytes) {
         fprintf(stderr, "cannot read %zu bytes from %s\n", in_bytes, argv[2]);
         return 1;
     }

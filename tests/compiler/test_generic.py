@@ -260,11 +260,11 @@ MUST_COVER = (
     + ["transpose", "broadcast_to", "broadcast_like", "slice_like", "take", "expand_dims", "reverse",
        "SwapAxis", "Concat", "stack", "repeat", "pick", "one_hot", "Reshape", "Flatten", "Pad", "diag",
        "Embedding", "squeeze", "SequenceMask",
-       "SequenceLast", "SequenceReverse"]
+       "SequenceLast", "SequenceReverse", "tile"]
 )
-# slice, slice_axis and tile resolve their attributes against concrete sizes (clamping, negative
+# slice and slice_axis resolve their attributes against concrete sizes (clamping, negative
 # begin): the planner refuses them and they stay per-shape.
-NEEDS_CONCRETE_SIZES = ["slice", "slice_axis", "tile"]
+NEEDS_CONCRETE_SIZES = ["slice", "slice_axis"]
 
 
 @pytest.mark.parametrize("name", MUST_COVER)

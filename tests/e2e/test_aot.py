@@ -214,6 +214,74 @@ def test_abi_errors(models, tmp_path):
         load_compiled(str(build)).run(data=x.astype(np.float64))
 
 
+@pytest.fixture(scope="module")
+def dynamic_cnn(models, tmp_path_factory):
+    """The CNN compiled with --shape data=?,3,10,10 (batch size chosen at run time)."""
+    sym, params = models["cnn"][:2]
+    build = tmp_path_factory.mktemp("dynamic") / "build"
+    assert compile_cli(sym, "--params", params, "--shape", "data=?,3,10,10", "-o", build, "--name", "model",
+                       "--threads", 2) == 0
+    return sym, params, build
+
+
+def test_dynamic_batch_library(dynamic_cnn, tmp_path):
+    """One library, several batch sizes in turn, from Python and from the C example: each equals
+    the Executor at that batch size."""
+    sym, params, build = dynamic_cnn
+    assert "data float32 (N, 3, 10, 10)" in (build / "model.h").read_text()
+    m = load_compiled(str(build))
+    assert m.dynamic_batch and m.input_shapes == [(-1, 3, 10, 10)] and m.output_shapes == [(-1, 5)]
+    assert m.batch_size == 0
+    rng = np.random.default_rng(3)
+    exe = _build_c(build, tmp_path)
+    for n in (4, 1, 7, 4):
+        x = rng.standard_normal((n, 3, 10, 10)).astype(np.float32)
+        ref = _executor_outputs(sym, params, x)[0]
+        np.testing.assert_allclose(m.run(data=x)[0], ref, rtol=1e-5, atol=1e-5)
+        assert m.batch_size == n
+        np.testing.assert_allclose(_run_c(exe, str(build / "model.weights"), x, tmp_path, ref.shape), ref,
+                                   rtol=1e-5, atol=1e-5)
+    m.close()
+
+
+def test_dynamic_batch_abi(dynamic_cnn):
+    """A batch size is any integer >= 1; changing it makes the last run's outputs unavailable."""
+    build = dynamic_cnn[2]
+    lib = open_library(str(build / "libmodel.so"))
+    err = lambda: lib.kiln_last_error().decode()  # noqa: E731
+    m = ctypes.c_void_p()
+    assert lib.kiln_model_create(str(build / "model.weights").encode(), ctypes.byref(m)) == 0
+    dims, ndim = (ctypes.c_int64 * 8)(), ctypes.c_int()
+    assert lib.kiln_model_input_shape(m, 0, dims, ctypes.byref(ndim)) == 0 and tuple(dims[:4]) == (-1, 3, 10, 10)
+    assert lib.kiln_model_output_shape(m, 0, dims, ctypes.byref(ndim)) == 0 and tuple(dims[:2]) == (-1, 5)
+    assert lib.kiln_model_batch_size(m) == 0 and lib.kiln_model_batch_size(None) == -1
+    assert lib.kiln_model_run(m) != 0 and "not set" in err() and "at this batch size" in err()
+    x = np.ones((6, 3, 10, 10), np.float32)
+    for bad in (0, -2):
+        shape = (ctypes.c_int64 * 4)(bad, 3, 10, 10)
+        assert lib.kiln_model_set_input(m, b"data", x.ctypes.data, shape, 4) != 0 and "batch size from 1" in err()
+    shape = (ctypes.c_int64 * 4)(6, 3, 10, 10)
+    assert lib.kiln_model_set_input(m, b"data", x.ctypes.data, shape, 4) == 0 and lib.kiln_model_run(m) == 0
+    assert lib.kiln_model_output_shape(m, 0, dims, ctypes.byref(ndim)) == 0 and tuple(dims[:2]) == (6, 5)
+    out = np.empty((6, 5), np.float32)
+    assert lib.kiln_model_get_output(m, 0, out.ctypes.data, out.nbytes - 4) != 0 and "needs 120 bytes" in err()
+    assert lib.kiln_model_get_output(m, 0, out.ctypes.data, out.nbytes) == 0
+    shape[0] = 2
+    assert lib.kiln_model_set_input(m, b"data", x.ctypes.data, shape, 4) == 0 and lib.kiln_model_batch_size(m) == 2
+    assert lib.kiln_model_get_output(m, 0, out.ctypes.data, out.nbytes) != 0 and "at this batch size" in err()
+    assert lib.kiln_model_run(m) == 0 and lib.kiln_model_get_output(m, 0, out.ctypes.data, out.nbytes) == 0
+    np.testing.assert_array_equal(out[:2], np.repeat(out[:1], 2, axis=0))  # equal rows in, equal rows out
+    lib.kiln_model_free(m)
+
+
+def test_inspect_dynamic_batch(dynamic_cnn, capsys):
+    sym = dynamic_cnn[0]
+    assert cli_main(["inspect", sym, "--shape", "data=?,3,10,10"]) == 0
+    out = capsys.readouterr().out
+    assert "data=?,3,10,10" in out and "per batch element" in out and "conv_fwd_gemm" in out
+    _one_line(capsys, 2, cli_main(["inspect", sym, "--shape", "data=?,3,10,10", "--grad"]), "inference programs")
+
+
 def test_library_dependencies(models):
     """Only the C library, libm and pthreads; no libgomp symbol; only kiln_* exported."""
     lib = str(models["cnn"][2] / "libmodel.so")
@@ -278,8 +346,8 @@ def test_compile_errors(models, tmp_path, capsys):
     (tmp_path / "unknown-symbol.json").write_text(json.dumps(graph))
     _one_line(capsys, 1, compile_cli(tmp_path / "unknown-symbol.json", *base), "NoSuchOp")
     _one_line(capsys, 1, compile_cli(sym, *base, "--shape", "image=1,2"), "--shape names image")
-    _one_line(capsys, 2, compile_cli(sym, "--params", params, "--shape", "data=?,3,10,10", "-o", tmp_path),
-              "dynamic shapes")
+    _one_line(capsys, 2, compile_cli(sym, "--params", params, "--shape", "data=?,3,x,10", "-o", tmp_path),
+              "bad --shape", "? for the batch size")
     _one_line(capsys, 2, compile_cli(sym, *base, "--name", "my-model"), "C identifier")
     _one_line(capsys, 2, compile_cli(sym, *base, "--target", "cuda"), "CUDA backend")
     # weights that do not match the graph: wrong shape, missing, extra, wrong dtype
