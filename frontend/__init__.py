@@ -28,3 +28,4 @@ from . import lr_scheduler  # noqa: E402,F401
 from . import optimizer  # noqa: E402,F401
 from . import image, recordio  # noqa: E402,F401  (mx.image, mx.recordio)
 from . import visualization, visualization as viz  # noqa: E402,F401  (mx.viz, mx.visualization)
+from . import kvstore, kvstore as kv  # noqa: E402,F401  (mx.kv, mx.kvstore)

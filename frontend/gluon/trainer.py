@@ -1,12 +1,10 @@
 """``gluon.Trainer``: applies an optimiser to a set of Parameters (MXNet 1.9's semantics).
 
-kiln has no distributed KVStore; the Trainer implements the local store's
-semantics itself. One context: no store, each step updates the parameter's data
-with its gradient. Several contexts: gradient copies are summed (what a local
-KVStore's pushpull does); with ``update_on_kvstore`` (MXNet's default for a local
-store) one updater applies the summed gradient to the store's copy of the weight,
-which is then copied to every context, otherwise every context's copy is updated
-by its own updater from the summed gradient. Both give MXNet's numbers.
+The store is chosen as MXNet does (``kvstore._create_kvstore``): none for one context
+unless distributed, else a KVStore (a name, or a ``KVStoreBase`` object) that either
+updates the weights itself (``update_on_kvstore``: each step pushes the gradients and
+pulls the updated weights) or only sums the gradients (``pushpull``) for every context's
+updater to apply. ``dist_*`` stores make it data-parallel across processes.
 
 Parameters are used through MXNet's Parameter interface only (``name``,
 ``grad_req``, ``lr_mult``, ``wd_mult``, ``list_data()``, ``list_grad()``,
@@ -20,13 +18,12 @@ import logging
 
 from .. import optimizer as opt
 from ..base import MXNetError
+from ..kvstore import KVStoreBase
+from ..kvstore.kvstore import _create_kvstore
 
 __all__ = ["Trainer"]
 
 _log = logging.getLogger(__name__)
-
-_LOCAL_KVSTORES = ("local", "device", "local_update_cpu", "local_allreduce_cpu", "local_allreduce_device")
-
 
 def _param_list(params):
     """A ParameterDict or dict (sorted by key, as MXNet) or a list/tuple of Parameters."""
@@ -65,13 +62,8 @@ class Trainer:
         optimizer_params = optimizer_params if optimizer_params else {}
         self._init_optimizer(optimizer, optimizer_params)
         self._scale = self._optimizer.rescale_grad
-        if kvstore is not None and kvstore is not False and not isinstance(kvstore, str):
-            raise NotImplementedError("gluon.Trainer: KVStore objects (%s) are not supported; kiln implements "
-                                      "local kvstore semantics for kvstore='device'/'local' or None"
-                                      % type(kvstore).__name__)
-        if isinstance(kvstore, str) and kvstore not in _LOCAL_KVSTORES:
-            raise NotImplementedError("gluon.Trainer: kvstore=%r (distributed or NCCL stores are not available "
-                                      "in kiln; use 'device', 'local' or None)" % kvstore)
+        if kvstore is not None and kvstore is not False and not isinstance(kvstore, (str, KVStoreBase)):
+            raise TypeError("kvstore must be KVStore, str or None, got %s" % type(kvstore).__name__)
         self._kvstore_params = {"kvstore": kvstore or None, "update_on_kvstore": update_on_kvstore}
         self._kv_initialized = False
         self._kvstore = None
@@ -103,8 +95,10 @@ class Trainer:
             self._optimizer = opt.create(optimizer, param_dict=param_dict, **optimizer_params)
         self._updaters = [opt.get_updater(self._optimizer) for _ in (self._contexts or [None])]
 
-    # ---- the local store ----
+    # ---- the store ----
     def _reset_kvstore(self):
+        if self._kvstore and "dist" in self._kvstore.type:
+            raise RuntimeError("Cannot reset distributed KVStore.")
         self._kv_initialized = False
         self._kvstore = None
         self._distributed = None
@@ -112,33 +106,33 @@ class Trainer:
         self._params_to_init = list(self._params)
 
     def _init_kvstore(self):
-        """MXNet's _create_kvstore for local stores: none for one context, else a local store that
-        updates the weights itself unless update_on_kvstore=False (or MXNET_UPDATE_ON_KVSTORE=0)."""
-        import os
+        """MXNet 1.9's choice of store and of where the update runs, for dense parameters."""
         config = self._kvstore_params
-        kv = config["kvstore"] if self._contexts and len(self._contexts) > 1 else None
-        if kv is not None:
+        arg_arrays = {p.name: p.list_data()[0] for p in self._params if p._data is not None}
+        kvstore, update_on_kvstore = _create_kvstore(config["kvstore"], len(self._contexts or [None]), arg_arrays)
+        self._distributed = "dist" in kvstore.type if kvstore else False
+        if self._distributed and "async" in kvstore.type:
+            update_on_kvstore = True
+            if config["update_on_kvstore"] is False:
+                raise ValueError("Please set update_on_kvstore=True when training in async mode.")
+        if config["update_on_kvstore"] is not None:
+            update_on_kvstore = config["update_on_kvstore"]
+        if update_on_kvstore and not kvstore.is_capable("optimizer"):
+            if config["update_on_kvstore"]:
+                raise ValueError("Please set update_on_kvstore=False when training with {}".format(type(kvstore)))
+            update_on_kvstore = False
+        if kvstore:
             if self._compression_params:
-                raise NotImplementedError("gluon.Trainer: gradient compression (compression_params=%r)"
-                                          % (self._compression_params,))
-            update_on_kvstore = bool(int(os.getenv("MXNET_UPDATE_ON_KVSTORE", "1")))
-            if kv == "local":
-                sizes = [_size(p) for p in self._params]
-                if sizes and max(sizes) > 1024 * 1024 * 16:
-                    update_on_kvstore = False
-            if config["update_on_kvstore"] is not None:
-                update_on_kvstore = bool(config["update_on_kvstore"])
-            self._kvstore = {"type": kv, "store": {}, "updater": opt.get_updater(self._optimizer)
-                             if update_on_kvstore else None}
-            self._update_on_kvstore = update_on_kvstore
-            self._distributed = False
+                kvstore.set_gradient_compression(self._compression_params)
+            if update_on_kvstore:
+                kvstore.set_optimizer(self._optimizer)
+            self._kvstore, self._update_on_kvstore = kvstore, update_on_kvstore
         else:
-            self._kvstore = None
-            self._update_on_kvstore = None
+            self._kvstore, self._update_on_kvstore = None, None
         self._kv_initialized = True
 
     def _init_params(self):
-        """Copy each initialised parameter's first copy into the store and every context (broadcast)."""
+        """Put each initialised parameter into the store and give every context its value."""
         pending = []
         if self._kvstore:
             for param in self._params_to_init:
@@ -146,10 +140,7 @@ class Trainer:
                     pending.append(param)
                     continue
                 arrays = param.list_data()
-                idx = self._param2idx[param.name]
-                self._kvstore["store"][idx] = arrays[0].copy()
-                for a in arrays[1:]:
-                    arrays[0].copyto(a)
+                self._kvstore.broadcast(self._param2idx[param.name], arrays[0], arrays)
         self._params_to_init = pending
 
     def _prepare(self):
@@ -197,18 +188,12 @@ class Trainer:
         if not self._kvstore:
             return
         for i, param in enumerate(self._params):
-            if param.grad_req == "null":
-                continue
-            grads = param.list_grad()
-            total = _sum_to(grads, grads[0].context)
-            if self._update_on_kvstore:
-                stored = self._kvstore["store"][i]
-                self._kvstore["updater"](i, total, stored)
-                for d in param.list_data():
-                    stored.copyto(d)
-            else:
-                for g in grads:
-                    total.copyto(g)
+            if param.grad_req != "null":
+                grads = param.list_grad()
+                if self._update_on_kvstore:  # push gradients, pull updated weights
+                    self._kvstore.pushpull(i, grads, out=param.list_data(), priority=-i)
+                else:
+                    self._kvstore.pushpull(i, grads, priority=-i)
 
     def update(self, batch_size, ignore_stale_grad=False):
         """Apply the gradients (already reduced by ``allreduce_grads``) without reducing them."""
@@ -249,41 +234,28 @@ class Trainer:
                     updater(list(idx), list(grads), list(weights))
 
     # ---- states ----
-    def _states_updater(self):
-        return self._kvstore["updater"] if self._kvstore and self._update_on_kvstore else self._updaters[0]
-
     def save_states(self, fname):
         """Write the optimiser and its states (kiln's pickle-free format, see mx.optimizer.Updater)."""
         self._prepare()
-        with open(fname, "wb") as fout:
-            fout.write(self._states_updater().get_states(dump_optimizer=True))
+        if self._update_on_kvstore:
+            if self._params_to_init:
+                raise MXNetError("Cannot save trainer states when some parameters are not yet initialized in "
+                                 "kvstore.")
+            self._kvstore.save_optimizer_states(fname, dump_optimizer=True)
+        else:
+            with open(fname, "wb") as fout:
+                fout.write(self._updaters[0].get_states(dump_optimizer=True))
 
     def load_states(self, fname):
         self._prepare()
-        with open(fname, "rb") as f:
-            states = f.read()
-        if self._kvstore and self._update_on_kvstore:
-            self._kvstore["updater"].set_states(states)
-            self._optimizer = self._kvstore["updater"].optimizer
+        if self._update_on_kvstore:
+            self._kvstore.load_optimizer_states(fname)
+            self._optimizer = self._kvstore._updater.optimizer
         else:
+            with open(fname, "rb") as f:
+                states = f.read()
             for updater in self._updaters:
                 updater.set_states(states)
                 updater.optimizer = self._updaters[0].optimizer
             self._optimizer = self._updaters[0].optimizer
         self._optimizer.param_dict = {i: param for i, param in enumerate(self._params)}
-
-
-def _size(param):
-    shape = getattr(param, "shape", None) or ()
-    n = 1
-    for d in shape:
-        n *= max(int(d), 0)
-    return n
-
-
-def _sum_to(arrays, ctx):
-    """Sum of same-shaped arrays on ``ctx`` (the local KVStore's reduction)."""
-    from .. import ndarray as nd
-    if len(arrays) == 1:
-        return arrays[0].copy()
-    return nd.add_n(*[a.as_in_context(ctx) for a in arrays])

@@ -60,8 +60,8 @@ def test_param_collections_and_errors():
         Trainer([1, 2], "sgd")
     with pytest.raises(MXNetError, match="optimizer_params must be None"):
         Trainer([a], mx.optimizer.SGD(), {"learning_rate": 0.1})
-    with pytest.raises(NotImplementedError, match="dist_sync"):
-        Trainer([a], "sgd", kvstore="dist_sync")
+    with pytest.raises(TypeError, match="kvstore must be KVStore, str or None"):
+        Trainer([a], "sgd", kvstore=3)
 
 
 def test_optimizer_instance_learning_rate_and_multipliers():
@@ -170,3 +170,28 @@ def test_with_gluon_dense():
     # d(sum)/dW = 4 per element, / batch 4 -> 1: 0.5 - 0.1; bias (initialised 0) -> -0.1
     np.testing.assert_allclose(net.weight.data().asnumpy(), np.full((2, 3), 0.4), rtol=1e-6)
     np.testing.assert_allclose(net.bias.data().asnumpy(), [-0.1, -0.1], rtol=1e-6)
+
+
+def test_kvstore_objects():
+    """A KVStore object is used as given (even for one context); a store that cannot run an
+    optimiser (MXNet's TestStore) only sums, and every context's updater applies the sum."""
+    ctxs = [mx.cpu(0), mx.cpu(1)]
+    kv = mx.kv.create("local")
+    p = FakeParam("w", [1.0], ctxs=ctxs)
+    tr = Trainer([p], "sgd", {"learning_rate": 0.5}, kvstore=kv)
+    p.set_grad([[1.0], [3.0]])
+    tr.step(1)
+    assert tr._kvstore is kv and tr._update_on_kvstore is True
+    for d in p._data:
+        np.testing.assert_allclose(d.asnumpy(), [1.0 - 0.5 * 4.0])
+    q = FakeParam("v", [1.0], ctxs=ctxs)
+    tr2 = Trainer([q], "sgd", {"learning_rate": 0.5}, kvstore=mx.kv.create("teststore"))
+    q.set_grad([[1.0], [3.0]])
+    tr2.step(1)
+    assert tr2._update_on_kvstore is False
+    for d, g in zip(q._data, q._grads):
+        np.testing.assert_allclose(d.asnumpy(), [-1.0])
+        np.testing.assert_allclose(g.asnumpy(), [4.0])
+    with pytest.raises(ValueError, match="update_on_kvstore=False"):
+        Trainer([FakeParam("u", [1.0], ctxs=ctxs)], "sgd", kvstore=mx.kv.create("teststore"),
+                update_on_kvstore=True).step(1)
