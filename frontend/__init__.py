@@ -29,3 +29,5 @@ from . import optimizer  # noqa: E402,F401
 from . import image, recordio  # noqa: E402,F401  (mx.image, mx.recordio)
 from . import visualization, visualization as viz  # noqa: E402,F401  (mx.viz, mx.visualization)
 from . import kvstore, kvstore as kv  # noqa: E402,F401  (mx.kv, mx.kvstore)
+from . import callback, metric, model  # noqa: E402,F401  (mx.callback, mx.metric, mx.model)
+from . import io  # noqa: E402,F401  (mx.io)
