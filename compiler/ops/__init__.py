@@ -9,4 +9,5 @@ from . import optimizer  # noqa: F401  (optimiser update rules: sgd_update, adam
 from . import creation  # noqa: F401  (_zeros, _arange...: array creation inside graphs)
 from . import rnn  # noqa: F401  (RNN: the fused recurrent layer, unrolled into GEMMs and gate arithmetic)
 from . import sequence  # noqa: F401  (SequenceLast, SequenceReverse)
+from . import vision, misc  # noqa: F401  (MXNet 1.x legacy/vision operators: LRN, Crop, ROIAlign...)
 from .registry import all_names, all_ops, exists, get  # noqa: F401

@@ -223,3 +223,9 @@ lesser_equal = _compare("broadcast_lesser_equal", "_lesser_equal_scalar", "_grea
 
 
 from . import contrib  # noqa: F401,E402  (mx.nd.contrib, built from the operators above)
+
+
+def split_v2(ary, indices_or_sections=1, axis=0, squeeze_axis=False):
+    """Split ``ary`` into equal sections or at the given indices along ``axis`` (numpy's split)."""
+    from ..symbol import _split_v2_attrs
+    return invoke("_split_v2", [ary], _split_v2_attrs(indices_or_sections, axis, squeeze_axis))

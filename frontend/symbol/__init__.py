@@ -67,3 +67,18 @@ def linspace(start, stop, num, endpoint=True, name=None, dtype=None):
 
 
 from . import contrib  # noqa: F401,E402  (mx.sym.contrib, built from the operators above)
+
+
+def _split_v2_attrs(indices_or_sections, axis, squeeze_axis):
+    """MXNet's Python-level split_v2: an int is a section count, a tuple the split points."""
+    if isinstance(indices_or_sections, int):
+        return {"indices": [], "axis": axis, "squeeze_axis": squeeze_axis, "sections": indices_or_sections}
+    if isinstance(indices_or_sections, tuple):
+        return {"indices": [0] + list(indices_or_sections), "axis": axis, "squeeze_axis": squeeze_axis,
+                "sections": 0}
+    raise ValueError("indices_or_sections must either int or tuple of ints")
+
+
+def split_v2(ary, indices_or_sections, axis=0, squeeze_axis=False):
+    """Split ``ary`` into equal sections or at the given indices along ``axis`` (numpy's split)."""
+    return _create("_split_v2", [ary], _split_v2_attrs(indices_or_sections, axis, squeeze_axis))

@@ -81,6 +81,8 @@ def reduce_all(rng, s):
     return [f(rng, s)], {}
 
 
+_ROIS = np.array([[0, 0.5, 0.5, 4.0, 3.0], [1, 1.0, 1.0, 5.0, 4.0]], "float32")  # (batch, x1, y1, x2, y2)
+
 CASES = {
     "arccosh": lambda r, s: ([f(r, s, 1.1, 2.0)], {}),
     "Cast": lambda r, s: ([f(r, s, -3, 3)], {"dtype": "int32"}),
@@ -161,6 +163,29 @@ CASES = {
     "_backward_Pad": lambda r, s: ([f(r, (s[0], s[1], s[2] + 3, 4)), f(r, s + (3,))],
                                    {"mode": "constant", "pad_width": (0, 0, 0, 0, 1, 2, 0, 1)}),
     "_backward_GridGenerator": lambda r, s: ([f(r, (s[0], 2, s[1], s[2]))], {"transform_type": "warp"}),
+    "_channel_window_sum": lambda r, s: ([f(r, s)], {"nsize": 3}),
+    "amp_cast": lambda r, s: ([f(r, s)], {"dtype": "float16"}),
+    "amp_multicast": lambda r, s: ([f(r, s).astype("float16"), f(r, s)], {"num_outputs": 2}),
+    "hard_sigmoid": lambda r, s: ([f(r, s, -4, 4)], {"alpha": 0.3, "beta": 0.4}),
+    "_contrib_arange_like": lambda r, s: ([f(r, s)], {"start": 1.0, "step": 0.5, "repeat": 2}),
+    # 4-d vision operators (opaque or composite: samples for tests that lower every operator)
+    "LRN": lambda r, s: ([f(r, (2, 3, 2, 2))], {"nsize": 3}),
+    "Crop": lambda r, s: ([f(r, (1, 2, 4, 5))], {"num_args": 1, "h_w": (2, 3), "center_crop": True}),
+    "Convolution_v1": lambda r, s: ([f(r, (2, 3, 5, 5))], {"kernel": (3, 3), "num_filter": 2}),
+    "Pooling_v1": lambda r, s: ([f(r, (1, 2, 4, 4))], {"kernel": (2, 2), "pool_type": "avg"}),
+    "moments": lambda r, s: ([f(r, s)], {"axes": (1,)}),
+    "_split_v2": lambda r, s: ([f(r, s)], {"indices": (0, 1), "axis": 1}),
+    "_contrib_BilinearResize2D": lambda r, s: ([f(r, (1, 2, 3, 4))], {"height": 5, "width": 6}),
+    "_backward_BilinearResize2D": lambda r, s: ([f(r, (1, 2, 3, 4)), f(r, (1, 2, 5, 6))], {}),
+    "_contrib_AdaptiveAvgPooling2D": lambda r, s: ([f(r, (1, 2, 5, 6))], {"output_size": (2, 3)}),
+    "_backward_AdaptiveAvgPooling2D": lambda r, s: ([f(r, (1, 2, 2, 3)), f(r, (1, 2, 5, 6))], {}),
+    "ROIPooling": lambda r, s: ([f(r, (2, 2, 5, 6)), _ROIS], {"pooled_size": (2, 2), "spatial_scale": 0.5}),
+    "_backward_ROIPooling": lambda r, s: ([f(r, (2, 2, 2, 2)), _ROIS, ints(r, (2, 2, 2, 2), -1, 30, "float32"),
+                                          f(r, (2, 2, 5, 6))], {}),
+    "_contrib_ROIAlign": lambda r, s: ([f(r, (2, 2, 5, 6)), _ROIS], {"pooled_size": (2, 2), "spatial_scale": 0.5,
+                                                                     "sample_ratio": 2}),
+    "_backward_ROIAlign": lambda r, s: ([f(r, (2, 2, 2, 2)), _ROIS, f(r, (2, 2, 5, 6))],
+                                        {"pooled_size": (2, 2), "spatial_scale": 0.5, "sample_ratio": 2}),
 }
 # ops whose inputs do not survive a size-1 or size-0 axis (the planner then refuses, or the
 # inputs are invalid): which base axis gets the 1 / the 0
