@@ -207,14 +207,14 @@ def prepare_graph(heads, var_shapes, var_types, grad_req, pm, is_train, remat_mo
     return Prepared(pm, graph, shapes, dtypes, info, fwd, bwd)
 
 
-def finish_program(prep, name, num_threads, fastmath, sizes=None):
-    """Fusion, lowering, memory planning and code generation: (ProgramSpec, info).
+def lower_program(prep, sizes=None):
+    """Fusion and lowering of a prepared graph: the ``lower.Lowered`` program (kernels, slot
+    table, launches per phase) that every backend emits from.
 
     sizes: a ``symbolic_sizes.SizeTable`` when ``prep.shapes`` hold ``expr.Dim`` sizes
     (a program whose sizes are read at run time, e.g. a dynamic batch)."""
     pm, graph, shapes, dtypes, info, fwd, bwd = (prep.pm, prep.graph, prep.shapes, prep.dtypes, prep.info,
                                                 prep.fwd, prep.bwd)
-
     fwd_slots = info["outputs"] + list(info["aux_updates"].values())
     external = {e.key(): slot for slot, e in zip(fwd_slots, fwd)}
     for slot, e in zip(info["grads"].values(), bwd):
@@ -239,6 +239,13 @@ def finish_program(prep, name, num_threads, fastmath, sizes=None):
     low = lower_graph(graph, shapes, dtypes, external, phases, rng, sizes)
     pm.report.passes.append({"name": "lower", "nodes_before": n_ops, "nodes_after": len(low.kernels),
                              "seconds": time.perf_counter() - t0})
+    return low
+
+
+def finish_program(prep, name, num_threads, fastmath, sizes=None):
+    """Lowering (``lower_program``), memory planning and LLVM code generation: (ProgramSpec, info)."""
+    pm, graph, info = prep.pm, prep.graph, prep.info
+    low = lower_program(prep, sizes)
     t0 = time.perf_counter()
     n_launches = sum(len(launches) for launches in low.phases.values())
     inplace = ()
