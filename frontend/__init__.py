@@ -31,3 +31,4 @@ from . import visualization, visualization as viz  # noqa: E402,F401  (mx.viz, m
 from . import kvstore, kvstore as kv  # noqa: E402,F401  (mx.kv, mx.kvstore)
 from . import callback, metric, model  # noqa: E402,F401  (mx.callback, mx.metric, mx.model)
 from . import io  # noqa: E402,F401  (mx.io)
+from . import module, module as mod, monitor  # noqa: E402,F401  (mx.mod, mx.module, mx.monitor)
