@@ -206,6 +206,8 @@ def create(name="local"):
     if not isinstance(name, str):
         raise TypeError("name must be a string")
     name = name.lower()
+    if name == "horovod" and name not in KVStoreBase.kv_registry:
+        from .. import distributed  # noqa: F401  (registers the Horovod-style store)
     if name in KVStoreBase.kv_registry:
         return KVStoreBase.kv_registry[name]()
     if name in LOCAL_TYPES:
