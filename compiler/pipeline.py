@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from ..runtime.errors import MXNetError
+from ..runtime.cuda_program import CudaProgramSpec
 from ..runtime.program import ProgramSpec
 from ..runtime.threads import parallel_threads
 from . import program_cache
@@ -84,7 +85,7 @@ def _materialise(entries, taken):
 
 
 def compile_program(heads, var_shapes, var_types, grad_req=None, name="program", disabled_passes=(),
-                    remat=False, fastmath=None, is_train=False, num_threads=None):
+                    remat=False, fastmath=None, is_train=False, num_threads=None, backend="llvm"):
     """Compile ``heads`` (list of Entry) for the given variable shapes/dtypes.
 
     grad_req: variable name -> 'write' | 'add' | 'null'. remat: False, True (checkpointing,
@@ -92,7 +93,9 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     memory. fastmath: LLVM fast-math flags (default ``$KILN_FASTMATH``). is_train: compile
     training-sensitive nodes (Dropout) for training (``passes/training.py``); ignored for
     graphs without such nodes. num_threads: worker threads parallel kernels may use (default
-    ``parallel_threads()``; ahead-of-time builds give their own, see ``aot.py``).
+    ``parallel_threads()``; ahead-of-time builds give their own, see ``aot.py``). backend:
+    'llvm' (a ``ProgramSpec`` for the CPU) or 'cuda' (a ``cuda_program.CudaProgramSpec``:
+    the same kernels as CUDA C, not cached here; NVRTC caches its compilations).
     Returns (ProgramSpec, info) where info names the slots of
     outputs, gradients and head gradients, and ``info["rng_key"]`` the hidden int64 input
     of shape (2,) holding [seed, counter] that random nodes read (None without random
@@ -105,6 +108,8 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     """
     if remat not in REMAT_MODES:
         raise MXNetError("remat=%r is not one of False, True, 'cheap', 'checkpoint'" % (remat,))
+    if backend not in ("llvm", "cuda"):
+        raise MXNetError("backend=%r is not 'llvm' or 'cuda'" % (backend,))
     remat_mode = REMAT_MODES[remat]
     pm = PassManager(disabled_passes)
     fastmath = fastmath_flags(fastmath)
@@ -113,13 +118,14 @@ def compile_program(heads, var_shapes, var_types, grad_req=None, name="program",
     # every option that changes the program must be in the key
     options = {"name": name, "disabled": sorted(pm.disabled), "remat": remat_mode, "fastmath": fastmath,
                "threads": num_threads, "libm": os.environ.get("KILN_LIBM", ""), "is_train": is_train}
-    key = program_cache.program_key(heads, var_shapes, var_types, grad_req, options)
+    key = program_cache.program_key(heads, var_shapes, var_types, grad_req, options) if backend == "llvm" else None
     cached = program_cache.load(key)
     if cached is not None:
         return cached
     prep = prepare_graph(heads, var_shapes, var_types, grad_req, pm, is_train, remat_mode)
-    spec, info = finish_program(prep, name, num_threads, fastmath)
-    program_cache.store(key, spec, info)
+    spec, info = finish_program(prep, name, num_threads, fastmath, backend=backend)
+    if key is not None:
+        program_cache.store(key, spec, info)
     return spec, info
 
 
@@ -242,8 +248,9 @@ def lower_program(prep, sizes=None):
     return low
 
 
-def finish_program(prep, name, num_threads, fastmath, sizes=None):
-    """Lowering (``lower_program``), memory planning and LLVM code generation: (ProgramSpec, info)."""
+def finish_program(prep, name, num_threads, fastmath, sizes=None, backend="llvm"):
+    """Lowering (``lower_program``), memory planning and code generation for ``backend``
+    ('llvm': a ProgramSpec; 'cuda': a CudaProgramSpec): (spec, info)."""
     pm, graph, info = prep.pm, prep.graph, prep.info
     low = lower_program(prep, sizes)
     t0 = time.perf_counter()
@@ -258,8 +265,11 @@ def finish_program(prep, name, num_threads, fastmath, sizes=None):
                                  "nodes_after": sum(len(launches) for launches in low.phases.values()),
                                  "seconds": time.perf_counter() - t0})
     t0 = time.perf_counter()
-    ir_text = emit_program(name, low.kernels, low.calls(), num_threads, fastmath, _regions(low))
-    pm.report.passes.append({"name": "codegen_llvm", "nodes_before": len(low.kernels),
+    if backend == "cuda":
+        code = _emit_cuda(low)
+    else:
+        code = emit_program(name, low.kernels, low.calls(), num_threads, fastmath, _regions(low))
+    pm.report.passes.append({"name": "codegen_" + backend, "nodes_before": len(low.kernels),
                              "nodes_after": len(low.kernels), "seconds": time.perf_counter() - t0})
     kernels = {}  # name -> report item, in order of first launch
     unit_dims = sizes.values(1) if sizes is not None else None  # run-time sizes are counted at N = 1
@@ -268,7 +278,7 @@ def finish_program(prep, name, num_threads, fastmath, sizes=None):
             item = kernels.get(launch.kernel.name)
             if item is None:
                 item = kernels[launch.kernel.name] = {"name": launch.kernel.name, "ops": launch.ops,
-                                                      "backend": "llvm", "launches": 0,
+                                                      "backend": backend, "launches": 0,
                                                       "flops": kernel_flops(launch.kernel, unit_dims)}
                 pm.report.kernels.append(item)
             item["launches"] += 1
@@ -277,10 +287,28 @@ def finish_program(prep, name, num_threads, fastmath, sizes=None):
     pm.report.program_cache = {"hit": None}
     pm.report.program = describe_program([(p, l) for p, launches in low.phases.items() for l in launches],
                                          low, _slot_roles(low, info, graph), inplace, pm.removed)
-    spec = ProgramSpec(name, ir_text, ["forward", "backward"], low.slots, pm.report.memory["arena_bytes"],
-                       pm.report.to_dict(), dims_slot=sizes.buffer.name if sizes is not None else None,
-                       arena_scale=pm.report.memory.get("arena_scale", 0))
+    dims_slot = sizes.buffer.name if sizes is not None else None
+    arena_scale = pm.report.memory.get("arena_scale", 0)
+    if backend == "cuda":
+        source, entries = code
+        spec = CudaProgramSpec(name, source, entries, low.slots, pm.report.memory["arena_bytes"],
+                               pm.report.to_dict(), dims_slot, arena_scale)
+    else:
+        spec = ProgramSpec(name, code, ["forward", "backward"], low.slots, pm.report.memory["arena_bytes"],
+                           pm.report.to_dict(), dims_slot=dims_slot, arena_scale=arena_scale)
     return spec, info
+
+
+def _emit_cuda(low):
+    """(CUDA C of every kernel, {entry: [(cuda_program.Launch, slots)]}): each kernel's
+    stages are launches of their own, with the kernel's slots as pointer parameters."""
+    from .codegen.cuda import render_kernels
+    source, rendered = render_kernels(low.kernels)
+    by_kernel = {k.name: ck for k, ck in zip(low.kernels, rendered)}
+    entries = {phase: [(launch, list(call.slots)) for call in calls for launch in by_kernel[call.kernel.name].launches]
+               for phase, calls in low.phases.items()}
+    entries.setdefault("backward", [])
+    return source, entries
 
 
 def _slot_roles(low, info, graph):

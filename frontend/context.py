@@ -59,8 +59,10 @@ def gpu(device_id=0):
 
 
 def num_gpus():
-    """GPUs visible to kiln; the CUDA backend is not part of this build, so 0."""
-    return 0
+    """GPUs this process can use through the CUDA driver (0 without a driver, a GPU or
+    kiln's ``cuda`` extra; never an error, as in MXNet)."""
+    from .runtime.cuda import device_count
+    return device_count()
 
 
 def current_context():

@@ -17,6 +17,7 @@ import threading
 import numpy as np
 
 from . import autograd
+from .base import MXNetError
 from .compiler import generic
 from .compiler.graph import Entry, Node
 from .compiler.ops import registry
@@ -45,13 +46,14 @@ def dtype_name(dtype):
 class _OpCall:
     """An operator with validated, formatted attributes (shared by calls with equal attributes)."""
 
-    __slots__ = ("op", "attrs", "params", "sensitive")
+    __slots__ = ("op", "attrs", "params", "sensitive", "inputs")
 
     def __init__(self, op, attrs):
         self.op = op
         self.attrs = op.format_attrs(attrs, op.hint)
         self.params = op.parse_attrs(self.attrs, op.hint)
         self.sensitive = op_training_sensitive(op, self.params)
+        self.inputs = op.input_names(self.params)
 
 
 def _op_call(opname, attrs):
@@ -93,6 +95,9 @@ def prepare(opname, attrs, in_shapes, in_dtypes, all_outputs=False):
     """A ``Call`` for ``opname`` on inputs of these shapes and dtype names; raises on bad input.
     ``all_outputs`` also computes hidden outputs (what autograd keeps for backward)."""
     oc = _op_call(opname, attrs)
+    if len(in_shapes) != len(oc.inputs):
+        raise MXNetError("%s takes %d inputs (%s) with these attributes, got %d"
+                         % (oc.op.name, len(oc.inputs), ", ".join(oc.inputs), len(in_shapes)))
     is_train = oc.sensitive and autograd.is_training()
     if not is_train:
         p = generic.plan(oc.op.name, oc.attrs, in_shapes, in_dtypes, all_outputs)

@@ -26,13 +26,13 @@ import re
 import struct
 from dataclasses import dataclass, field
 
+from ...runtime.cuda_program import MAX_GRID, Launch  # the launch records the runtime reads
 from .. import expr as E
 from ..kernel import CTC, Compute, Gemm, ScatterAdd, Sort
 
 log = logging.getLogger(__name__)
 
 BLOCK = 256  # threads per block of elementwise and reduction launches
-MAX_GRID = 1 << 16  # blocks beyond which grid-stride loops take the rest
 BLOCK_REDUCE_MIN = 128  # static reduction extents from which a block cooperates on one output
 
 VALUE_C = {"float16": "float", "float32": "float", "float64": "double", "int8": "signed char",
@@ -72,29 +72,6 @@ __device__ __forceinline__ unsigned char kiln_rem(unsigned char a, unsigned char
   return b == 0 ? (unsigned char)0 : (unsigned char)(a % b); }
 #endif
 """
-
-
-@dataclass(frozen=True)
-class Launch:
-    """One ``__global__`` function launch: 1-D blocks of ``block`` threads and a 1-D grid of
-    ``ceil(work / per_block)`` blocks clamped to [1, ``max_grid``], where ``work`` is
-    ``work_scale * prod(dims[k] for k in work_dims)`` (``work_dims`` empty for static
-    kernels). Every kernel loops grid-stride, so a clamped grid is still correct.
-    ``shared_bytes`` is dynamic shared memory (kiln uses static shared arrays: 0)."""
-
-    function: str
-    block: int
-    work_scale: int
-    per_block: int
-    work_dims: tuple = ()
-    max_grid: int = MAX_GRID
-    shared_bytes: int = 0
-
-    def grid(self, dims=None):
-        work = self.work_scale
-        for k in self.work_dims:
-            work *= int(dims[k])
-        return max(1, min(self.max_grid, -(-work // self.per_block)))
 
 
 @dataclass

@@ -104,14 +104,19 @@ def _shape(params, ins, outs):
         return [x], [x]
     gamma = ins[1]
     if known(x):
-        c = x[1] if len(x) >= 2 else 1
-        if gamma is None:
-            gamma = (c,)
-        elif known(gamma):
-            size = int(np.prod(gamma))
-            if size not in (1, c):
-                raise InferError("prelu gamma %s must have 1 or %d (= data.shape[1]) elements" % (gamma, c))
+        gamma = _check_gamma(x, gamma)
     return [x, gamma], [x]
+
+
+def _check_gamma(x, gamma):
+    """gamma's shape for data ``x`` (per channel when not given): 1 or data.shape[1] elements;
+    the kernels index it by channel, so any other size would be read out of bounds."""
+    c = x[1] if len(x) >= 2 else 1
+    if gamma is None:
+        return (c,)
+    if known(gamma) and int(np.prod(gamma)) not in (1, c):
+        raise InferError("prelu gamma %s must have 1 or %d (= data.shape[1]) elements" % (gamma, c))
+    return gamma
 
 
 def _type(params, ins, outs):
@@ -192,6 +197,8 @@ def _gbwd_shape(params, ins, outs):
     og, x, gamma = ins
     s = unify(og, x)
     g = unify(gamma, outs[0])
+    if known(s):
+        g = _check_gamma(s, g)
     return [s, s, g], [g]
 
 

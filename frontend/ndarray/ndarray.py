@@ -18,6 +18,18 @@ from ..context import Context, current_context
 from ..imperative import dtype_name, prepare
 
 
+def _refuse_gpu(ctx):
+    """NDArrays hold CPU memory; GPU programs run through ``runtime.cuda_program`` only so far."""
+    from ..context import num_gpus
+    count = num_gpus()
+    if ctx.device_id >= count:
+        raise MXNetError("cannot place an array on %s: this process sees %d GPU(s) (mx.context.num_gpus()); "
+                         "use mx.cpu()" % (ctx, count))
+    raise NotImplementedError("NDArray on %s: kiln compiles and runs programs on GPUs (kiln.runtime.cuda_program) "
+                              "but NDArrays, Executors and hybridized blocks do not hold GPU memory yet; use mx.cpu()"
+                              % (ctx,))
+
+
 class NDArray:
     __array_priority__ = 1000.0
 
@@ -25,8 +37,7 @@ class NDArray:
         self._data = data
         self._ctx = ctx or current_context()
         if self._ctx.device_type == "gpu":
-            raise MXNetError("cannot place an array on %s: this kiln build has no GPU backend "
-                             "(mx.context.num_gpus() == 0); use mx.cpu()" % (self._ctx,))
+            _refuse_gpu(self._ctx)
         self._var = var if var is not None else _engine.Var()
         self._ag = None
 

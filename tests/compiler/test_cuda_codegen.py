@@ -54,6 +54,7 @@ SPECIAL = {
     "_upsampling_nearest": ([(1, 2, 3, 3)], {"scale": 2}),
     "_convolution_direct": ([(2, 3, 5, 5)], {"kernel": (3, 3), "num_filter": 2, "pad": (1, 1)}),
     "_rnn_backward": ([(3, 2, 3)], {"state_size": 2, "num_layers": 1, "mode": "lstm", "state_outputs": True}),
+    "_backward_LeakyReLU_gamma": ([(3, 4, 2), (3, 4, 2), (4,)], {}),  # gamma per channel
 }
 
 

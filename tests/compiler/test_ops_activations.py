@@ -83,3 +83,15 @@ def test_bad_dtype():
 def test_bad_act_type():
     with pytest.raises(MXNetError, match="LeakyReLU"):
         mx.sym.LeakyReLU(mx.sym.Variable("x"), act_type="swish")
+
+
+def test_prelu_gamma_gradient_checks_gamma_size():
+    """The gamma gradient indexes gamma by channel: a gamma of another size is refused at inference
+    (it was read out of bounds)."""
+    from kiln.compiler.ops import registry
+    op = registry.get("_backward_LeakyReLU_gamma")
+    params = op.parse_attrs({}, "g")
+    ins, outs = op.infer_shape(params, [(3, 4, 2), (3, 4, 2), (4,)], [None])
+    assert outs == [(4,)]
+    with pytest.raises(Exception, match="must have 1 or 4"):
+        op.infer_shape(params, [(3, 4, 2), (3, 4, 2), (3, 4, 2)], [None])
