@@ -243,8 +243,9 @@ def _add_compile(p):
 def _run_compile(args):
     from .aot import compile_model
     if args.target == "cuda":
-        raise CliError("--target cuda: ahead-of-time CUDA builds need kiln's CUDA backend, which this version "
-                       "does not have yet; use --target cpu", status=2)
+        raise CliError("--target cuda: ahead-of-time CUDA libraries (PTX plus a driver-API host library) are not "
+                       "built yet; kiln's CUDA backend runs programs in-process (kiln.runtime.cuda_program); use "
+                       "--target cpu", status=2)
     shapes, dtypes = _parse_shapes(args.shape, batch=True), _parse_dtypes(args.dtype)
     name = args.name
     if name is None:

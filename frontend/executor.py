@@ -252,7 +252,12 @@ class Executor:
         return self._symbol.debug_str()
 
     @classmethod
-    def simple_bind(cls, symbol, ctx, grad_req="write", type_dict=None, shapes=None, remat=False):
+    def simple_bind(cls, symbol, ctx, grad_req="write", type_dict=None, shapes=None, remat=False,
+                    shared_arg_names=None, shared_exec=None, shared_buffer=None):
+        """MXNet's sharing rules: arguments named in ``shared_arg_names`` (and their gradients)
+        and every auxiliary state use ``shared_exec``'s arrays when shapes and dtypes agree;
+        other arguments reuse a ``shared_buffer`` entry of the same shape and dtype, and new
+        arrays are put into ``shared_buffer`` (so bucketed executors share data buffers)."""
         arg_shapes, _, aux_shapes = symbol.infer_shape(**(shapes or {}))
         if arg_shapes is None:
             partial = symbol.infer_shape_partial(**(shapes or {}))[0]
@@ -263,9 +268,40 @@ class Executor:
             arg_types = [np.float32] * len(arg_shapes)
             aux_types = [np.float32] * len(aux_shapes)
         names = symbol.list_arguments()
-        args = [zeros(s, ctx, dtype=t) for s, t in zip(arg_shapes, arg_types)]
+        shared_names = set(shared_arg_names or ())
         reqs = _grad_reqs(grad_req, names)
-        grads = [zeros(s, ctx, dtype=t) if reqs[n] != "null" else None
-                 for n, s, t in zip(names, arg_shapes, arg_types)]
-        aux = [zeros(s, ctx, dtype=t) for s, t in zip(aux_shapes, aux_types)]
+
+        def reuse(table, name, shape, dtype):
+            arr = table.get(name) if table is not None else None
+            if arr is not None and arr.shape == tuple(shape) and arr.dtype == np.dtype(dtype):
+                return arr
+            return None
+
+        def new(name, shape, dtype):
+            if name in shared_names and shared_exec is not None:
+                hit = reuse(shared_exec.arg_dict, name, shape, dtype)
+                if hit is not None:
+                    return hit
+            elif shared_buffer is not None:
+                hit = reuse(shared_buffer, name, shape, dtype)
+                if hit is not None:
+                    return hit
+                shared_buffer[name] = arr = zeros(shape, ctx, dtype=dtype)
+                return arr
+            return zeros(shape, ctx, dtype=dtype)
+
+        def grad(name, shape, dtype):
+            if reqs[name] == "null":
+                return None
+            if name in shared_names and shared_exec is not None:
+                hit = reuse(shared_exec.grad_dict, name, shape, dtype)
+                if hit is not None:
+                    return hit
+            return zeros(shape, ctx, dtype=dtype)
+        args = [new(n, s, t) for n, s, t in zip(names, arg_shapes, arg_types)]
+        grads = [grad(n, s, t) for n, s, t in zip(names, arg_shapes, arg_types)]
+        def aux_state(name, shape, dtype):
+            hit = reuse(shared_exec.aux_dict, name, shape, dtype) if shared_exec is not None else None
+            return hit if hit is not None else zeros(shape, ctx, dtype=dtype)
+        aux = [aux_state(n, s, t) for n, s, t in zip(symbol.list_auxiliary_states(), aux_shapes, aux_types)]
         return cls(symbol, ctx, args, grads, reqs, aux, remat=remat)

@@ -195,9 +195,13 @@ class Symbol:
     # ---- execution ----
     def simple_bind(self, ctx, grad_req="write", type_dict=None, stype_dict=None, group2ctx=None,
                     shared_arg_names=None, shared_exec=None, shared_buffer=None, remat=False, **kwargs):
-        """``remat`` (kiln's extra keyword): recompute forward values in backward to save memory."""
+        """``remat`` (kiln's extra keyword): recompute forward values in backward to save memory.
+        ``shared_arg_names``/``shared_exec``/``shared_buffer`` share arrays as MXNet does
+        (``Executor.simple_bind``); ``group2ctx`` places nothing (one device per executor)."""
         from ..executor import Executor
-        return Executor.simple_bind(self, ctx, grad_req=grad_req, type_dict=type_dict, shapes=kwargs, remat=remat)
+        return Executor.simple_bind(self, ctx, grad_req=grad_req, type_dict=type_dict, shapes=kwargs, remat=remat,
+                                    shared_arg_names=shared_arg_names, shared_exec=shared_exec,
+                                    shared_buffer=shared_buffer)
 
     def bind(self, ctx, args, args_grad=None, grad_req="write", aux_states=None, group2ctx=None,
              shared_exec=None, remat=False):

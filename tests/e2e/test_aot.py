@@ -349,7 +349,7 @@ def test_compile_errors(models, tmp_path, capsys):
     _one_line(capsys, 2, compile_cli(sym, "--params", params, "--shape", "data=?,3,x,10", "-o", tmp_path),
               "bad --shape", "? for the batch size")
     _one_line(capsys, 2, compile_cli(sym, *base, "--name", "my-model"), "C identifier")
-    _one_line(capsys, 2, compile_cli(sym, *base, "--target", "cuda"), "CUDA backend")
+    _one_line(capsys, 2, compile_cli(sym, *base, "--target", "cuda"), "CUDA libraries", "not built yet")
     # weights that do not match the graph: wrong shape, missing, extra, wrong dtype
     fc = [n for n in mx.sym.load(sym).list_arguments() if n.startswith("dense")][0][:-len("_weight")]
     _one_line(capsys, 1, compile_cli(sym, "--params", params, "--shape", "data=2,3,12,12", "-o", tmp_path / "o"),

@@ -170,3 +170,24 @@ def test_dropout_is_identity_for_inference_and_samples_in_training():
     np.testing.assert_array_equal(ex.forward(is_train=False)[0].asnumpy(), np.full((2, 3), 1.5))
     out = ex.forward(is_train=True)[0].asnumpy()  # tests/frontend/test_random.py checks the statistics
     assert set(np.unique(out)) <= {0.0, 3.0}
+
+
+def test_simple_bind_shares_arrays_as_mxnet():
+    """shared_arg_names + shared_exec share parameters and gradients (bucketing); auxiliary
+    states are shared when shapes agree; shared_buffer hands data arrays between executors."""
+    data = mx.sym.Variable("data")
+    net = mx.sym.BatchNorm(mx.sym.FullyConnected(data, num_hidden=4, name="fc"), name="bn")
+    buf = {}
+    a = net.simple_bind(mx.cpu(), data=(2, 3), shared_buffer=buf)
+    assert buf["data"] is a.arg_dict["data"]
+    params = ["fc_weight", "fc_bias", "bn_gamma", "bn_beta"]
+    b = net.simple_bind(mx.cpu(), data=(5, 3), shared_arg_names=params, shared_exec=a, shared_buffer=buf)
+    for n in params:
+        assert b.arg_dict[n] is a.arg_dict[n] and b.grad_dict[n] is a.grad_dict[n]
+    for n in ("bn_moving_mean", "bn_moving_var"):
+        assert b.aux_dict[n] is a.aux_dict[n]
+    assert b.arg_dict["data"] is not a.arg_dict["data"] and buf["data"] is b.arg_dict["data"]
+    c = net.simple_bind(mx.cpu(), data=(2, 3))  # nothing shared without the arguments
+    assert c.arg_dict["fc_weight"] is not a.arg_dict["fc_weight"]
+    a.arg_dict["fc_weight"][:] = 1.0
+    assert (b.arg_dict["fc_weight"].asnumpy() == 1.0).all()
