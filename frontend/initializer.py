@@ -21,6 +21,7 @@ import numpy as np
 
 from .base import MXNetError
 from .ndarray import NDArray
+from .registry import Registry
 from . import ndarray as _nd
 
 __all__ = ["InitDesc", "Initializer", "register", "alias", "create", "Load", "Mixed", "Zero", "One", "Constant",
@@ -165,60 +166,10 @@ class Initializer:
     __hash__ = object.__hash__
 
 
-# ---- registry (MXNet's mxnet.registry, for this one base class) ----
-_REGISTRY = {}
-
-
-def register(klass, name=None):
-    """Register an Initializer subclass under its lower-cased class name (or ``name``)."""
-    if not (isinstance(klass, type) and issubclass(klass, Initializer)):
-        raise MXNetError("Can only register subclass of Initializer, got %r" % (klass,))
-    name = (name or klass.__name__).lower()
-    if name in _REGISTRY and _REGISTRY[name] is not klass:
-        warnings.warn("New initializer %s.%s registered with name %s is overriding existing initializer %s.%s"
-                      % (klass.__module__, klass.__name__, name, _REGISTRY[name].__module__,
-                         _REGISTRY[name].__name__), UserWarning, stacklevel=2)
-    _REGISTRY[name] = klass
-    return klass
-
-
-def alias(*aliases):
-    """Decorator registering a class under extra names (``zeros`` for Zero)."""
-    def reg(klass):
-        for name in aliases:
-            register(klass, name)
-        return klass
-    return reg
-
-
-def create(*args, **kwargs):
-    """An initialiser from an instance (returned as is), a name, a dumps() string or a dict."""
-    if args:
-        name, args = args[0], args[1:]
-    else:
-        name = kwargs.pop("initializer")
-    if isinstance(name, Initializer):
-        if args or kwargs:
-            raise MXNetError("initializer is already an instance. Additional arguments are invalid")
-        return name
-    if isinstance(name, dict):
-        return create(**name)
-    if not isinstance(name, str):
-        raise MXNetError("initializer must be of string type, got %r" % (name,))
-    if name.startswith("["):
-        if args or kwargs:
-            raise MXNetError("initializer %s: no extra arguments allowed with a JSON spec" % name)
-        name, kwargs = json.loads(name)
-        return create(name, **kwargs)
-    if name.startswith("{"):
-        if args or kwargs:
-            raise MXNetError("initializer %s: no extra arguments allowed with a JSON spec" % name)
-        return create(**json.loads(name))
-    key = name.lower()
-    if key not in _REGISTRY:
-        raise MXNetError("%s is not registered. Please register with initializer.register first (known: %s)"
-                         % (name, ", ".join(sorted(_REGISTRY))))
-    return _REGISTRY[key](*args, **kwargs)
+# ---- registry (MXNet's rules, for this base class) ----
+_registry = Registry(Initializer, "initializer")
+_REGISTRY = _registry.classes
+register, alias, create = _registry.register, _registry.alias, _registry.create
 
 
 class Load:

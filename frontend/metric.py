@@ -7,15 +7,14 @@ which reproduces numpy 1.x's float64 promotion under numpy 2 as well.
 Each metric keeps a *local* (``sum_metric``/``num_inst``, cleared by
 ``reset_local``) and a *global* (``global_*``, cleared only by ``reset``) tally.
 """
-import json
 import math
-import warnings
 from collections import OrderedDict
 
 import numpy
 
 from .base import numeric_types, string_types
 from .ndarray.ndarray import NDArray
+from .registry import Registry
 
 __all__ = ["EvalMetric", "CompositeEvalMetric", "Accuracy", "TopKAccuracy", "F1", "MCC",
            "Perplexity", "MAE", "MSE", "RMSE", "CrossEntropy", "NegativeLogLikelihood",
@@ -153,60 +152,10 @@ def _zip_name_value(name, value):
     return list(zip(name, value))
 
 
-# ---- registry (MXNet's mxnet.registry for the EvalMetric base class) ----
-_REGISTRY = {}
-
-
-def register(klass, name=None):
-    """Register an EvalMetric subclass under its lower-cased class name (or ``name``)."""
-    if not (isinstance(klass, type) and issubclass(klass, EvalMetric)):
-        raise AssertionError("Can only register subclass of EvalMetric")
-    name = (klass.__name__ if name is None else name).lower()
-    if name in _REGISTRY:
-        warnings.warn("New metric %s.%s registered with name %s is overriding existing metric %s.%s"
-                      % (klass.__module__, klass.__name__, name,
-                         _REGISTRY[name].__module__, _REGISTRY[name].__name__),
-                      UserWarning, stacklevel=2)
-    _REGISTRY[name] = klass
-    return klass
-
-
-def alias(*aliases):
-    """Class decorator registering extra names (``acc`` for Accuracy)."""
-    def reg(klass):
-        for name in aliases:
-            register(klass, name)
-        return klass
-    return reg
-
-
-def _create(*args, **kwargs):
-    """A metric from an instance (returned as is), a registered name, a dict or a JSON string."""
-    if args:
-        name, args = args[0], args[1:]
-    else:
-        name = kwargs.pop("metric")
-    if isinstance(name, EvalMetric):
-        if args or kwargs:
-            raise AssertionError("metric is already an instance. Additional arguments are invalid")
-        return name
-    if isinstance(name, dict):
-        return _create(**name)
-    if not isinstance(name, string_types):
-        raise AssertionError("metric must be of string type")
-    if name.startswith("["):
-        if args or kwargs:
-            raise AssertionError("no extra arguments allowed with a JSON metric spec")
-        name, kwargs = json.loads(name)
-        return _create(name, **kwargs)
-    if name.startswith("{"):
-        if args or kwargs:
-            raise AssertionError("no extra arguments allowed with a JSON metric spec")
-        return _create(**json.loads(name))
-    name = name.lower()
-    if name not in _REGISTRY:
-        raise AssertionError("%s is not registered. Please register with metric.register first" % name)
-    return _REGISTRY[name](*args, **kwargs)
+# ---- registry (MXNet's rules for the EvalMetric base class; MXNet asserts on bad input) ----
+_registry = Registry(EvalMetric, "metric", error=AssertionError)
+_REGISTRY = _registry.classes
+register, alias, _create = _registry.register, _registry.alias, _registry.create
 
 
 def create(metric, *args, **kwargs):
