@@ -16,6 +16,7 @@ import os
 import struct
 import gzip
 import threading
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -630,10 +631,12 @@ def _read_csv(path, what, shape, dtype):
         if not rows:
             continue
         try:
-            values = np.fromstring(",".join(rows), sep=",", dtype=dtype)
+            with warnings.catch_warnings():  # numpy warns, then stops early, on text it cannot parse
+                warnings.simplefilter("error", DeprecationWarning)
+                values = np.fromstring(",".join(rows), sep=",", dtype=dtype)
             if values.size != size * len(rows):
                 raise ValueError("short read")
-        except ValueError:
+        except (ValueError, DeprecationWarning):
             parsed = []
             for row, lineno in zip(rows, lines):
                 try:
