@@ -105,7 +105,8 @@ class EvalMetric(object):
         self.update(label, pred)
 
     def update(self, labels, preds):
-        raise NotImplementedError()
+        raise NotImplementedError("EvalMetric.update is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def reset(self):
         """Clear local and global statistics."""
@@ -559,7 +560,7 @@ class _PerBatchRegression(EvalMetric):
 
     @staticmethod
     def _value(diff):
-        raise NotImplementedError()
+        raise NotImplementedError("_PerBatchRegression._value is implemented by each regression metric")
 
     def update(self, labels, preds):
         labels, preds = check_label_shapes(labels, preds, True)

@@ -19,34 +19,43 @@ class KVStoreBase:
     kv_registry = {}
 
     def broadcast(self, key, value, out, priority=0):
-        raise NotImplementedError()
+        raise NotImplementedError("KVStoreBase.broadcast is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def pushpull(self, key, value, out=None, priority=0):
-        raise NotImplementedError()
+        raise NotImplementedError("KVStoreBase.pushpull is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def set_optimizer(self, optimizer):
-        raise NotImplementedError()
+        raise NotImplementedError("KVStoreBase.set_optimizer is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def is_capable(self, capability):
-        raise NotImplementedError()
+        raise NotImplementedError("KVStoreBase.is_capable is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def save_optimizer_states(self, fname, dump_optimizer=False):
-        raise NotImplementedError()
+        raise NotImplementedError("KVStoreBase.save_optimizer_states is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def load_optimizer_states(self, fname):
-        raise NotImplementedError()
+        raise NotImplementedError("KVStoreBase.load_optimizer_states is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     @property
     def type(self):
-        raise NotImplementedError()
+        raise NotImplementedError("KVStoreBase.type is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     @property
     def rank(self):
-        raise NotImplementedError()
+        raise NotImplementedError("KVStoreBase.rank is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     @property
     def num_workers(self):
-        raise NotImplementedError()
+        raise NotImplementedError("KVStoreBase.num_workers is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     @staticmethod
     def register(klass):

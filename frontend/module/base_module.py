@@ -241,23 +241,28 @@ class BaseModule:
     # ---- symbol information ----
     @property
     def data_names(self):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.data_names is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     @property
     def output_names(self):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.output_names is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     @property
     def data_shapes(self):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.data_shapes is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     @property
     def label_shapes(self):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.label_shapes is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     @property
     def output_shapes(self):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.output_shapes is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     @property
     def symbol(self):
@@ -265,11 +270,13 @@ class BaseModule:
 
     # ---- parameters ----
     def get_params(self):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.get_params is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def init_params(self, initializer=Uniform(0.01), arg_params=None, aux_params=None, allow_missing=False,
                     force_init=False, allow_extra=False):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.init_params is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def set_params(self, arg_params, aux_params, allow_missing=False, force_init=True, allow_extra=False):
         """Assign parameter values (init_params without an initializer)."""
@@ -307,7 +314,8 @@ class BaseModule:
         assert not states and not value
 
     def install_monitor(self, mon):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.install_monitor is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def prepare(self, data_batch, sparse_row_id_fn=None):
         """Hook run before each forward (MXNet pulls sparse rows here)."""
@@ -316,27 +324,35 @@ class BaseModule:
 
     # ---- computation ----
     def forward(self, data_batch, is_train=None):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.forward is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def backward(self, out_grads=None):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.backward is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def get_outputs(self, merge_multi_context=True):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.get_outputs is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def get_input_grads(self, merge_multi_context=True):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.get_input_grads is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def update(self):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.update is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def update_metric(self, eval_metric, labels, pre_sliced=False):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.update_metric is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def bind(self, data_shapes, label_shapes=None, for_training=True, inputs_need_grad=False, force_rebind=False,
              shared_module=None, grad_req="write"):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.bind is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def init_optimizer(self, kvstore="local", optimizer="sgd", optimizer_params=(("learning_rate", 0.01),),
                        force_init=False):
-        raise NotImplementedError()
+        raise NotImplementedError("BaseModule.init_optimizer is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)

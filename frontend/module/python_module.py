@@ -85,7 +85,8 @@ class PythonModule(BaseModule):
         self._output_shapes = self._compute_output_shapes()
 
     def _compute_output_shapes(self):
-        raise NotImplementedError()
+        raise NotImplementedError("PythonModule._compute_output_shapes is implemented by subclasses (%s does not)"
+                                  % type(self).__name__)
 
     def init_optimizer(self, kvstore="local", optimizer="sgd", optimizer_params=(("learning_rate", 0.01),),
                        force_init=False):
@@ -135,11 +136,12 @@ class PythonLossModule(PythonModule):
                 grad = nd.array(grad)
             self._scores_grad = grad
         else:
-            raise NotImplementedError()
+            raise NotImplementedError("PythonLossModule: backward needs grad_func or a subclass's _backward_impl "
+                                      "(%s has neither)" % type(self).__name__)
 
     def get_input_grads(self, merge_multi_context=True):
         assert merge_multi_context is True
         return [self._scores_grad]
 
     def install_monitor(self, mon):
-        raise NotImplementedError()
+        raise NotImplementedError("PythonLossModule.install_monitor: a Python module has no executor to monitor")
