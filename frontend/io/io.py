@@ -123,7 +123,23 @@ class DataIter:
         """Number of padding samples at the end of the current batch."""
 
 
-class ResizeIter(DataIter):
+class _BatchHolder(DataIter):
+    """An iterator that keeps the whole current batch (``current_batch``) and answers from it."""
+
+    def getdata(self):
+        return self.current_batch.data
+
+    def getlabel(self):
+        return self.current_batch.label
+
+    def getindex(self):
+        return self.current_batch.index
+
+    def getpad(self):
+        return self.current_batch.pad
+
+
+class ResizeIter(_BatchHolder):
     """Makes an epoch exactly ``size`` batches, restarting the inner iterator when it runs out."""
 
     def __init__(self, data_iter, size, reset_internal=True):
@@ -155,19 +171,6 @@ class ResizeIter(DataIter):
         self.cur += 1
         return True
 
-    def getdata(self):
-        return self.current_batch.data
-
-    def getlabel(self):
-        return self.current_batch.label
-
-    def getindex(self):
-        return self.current_batch.index
-
-    def getpad(self):
-        return self.current_batch.pad
-
-
 def _prefetch_loop(ref, i):
     """Thread body of PrefetchingIter: fetch one batch of iterator ``i`` each time it is taken."""
     while True:
@@ -185,7 +188,7 @@ def _prefetch_loop(ref, i):
         ref.data_ready[i].set()
 
 
-class PrefetchingIter(DataIter):
+class PrefetchingIter(_BatchHolder):
     """Reads the next batch of each wrapped iterator on its own thread while the current one is
     used; the batches of all iterators are joined into one (data and labels concatenated)."""
 
@@ -285,19 +288,6 @@ class PrefetchingIter(DataIter):
         if self.iter_next():
             return self.current_batch
         raise StopIteration
-
-    def getdata(self):
-        return self.current_batch.data
-
-    def getlabel(self):
-        return self.current_batch.label
-
-    def getindex(self):
-        return self.current_batch.index
-
-    def getpad(self):
-        return self.current_batch.pad
-
 
 def _wrap(np_arr, like):
     """A new NDArray holding ``np_arr`` with the dtype and context of ``like``."""

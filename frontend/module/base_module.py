@@ -283,6 +283,20 @@ class BaseModule:
         self.init_params(initializer=None, arg_params=arg_params, aux_params=aux_params,
                          allow_missing=allow_missing, force_init=force_init, allow_extra=allow_extra)
 
+    def _set_params_by_init(self, arg_params, aux_params, allow_missing, force_init, allow_extra):
+        """MXNet's set_params preamble for modules that can write only the devices' copies: True
+        when handled here (no allow_missing: a full init_params; already set and not forced:
+        warn and ignore)."""
+        if not allow_missing:
+            self.init_params(initializer=None, arg_params=arg_params, aux_params=aux_params,
+                             allow_missing=allow_missing, force_init=force_init, allow_extra=allow_extra)
+            return True
+        if self.params_initialized and not force_init:
+            warnings.warn("Parameters already initialized and force_init=False. set_params call ignored.",
+                          stacklevel=3)
+            return True
+        return False
+
     def save_params(self, fname):
         """Write MXNet's .params file (``arg:``/``aux:`` keys, CPU arrays)."""
         arg_params, aux_params = self.get_params()
