@@ -28,6 +28,14 @@ def _as_list(obj):
     return obj if isinstance(obj, (list, tuple)) else [obj]
 
 
+def checked_name_lists(symbol, data_names, label_names, state_names, fixed_param_names):
+    """The four name lists of a Module as lists (None -> []), each checked against ``symbol``."""
+    lists = [list(v) if v is not None else [] for v in (data_names, label_names, state_names, fixed_param_names)]
+    for names, kind, throw in zip(lists, ("data", "label", "state", "fixed_param"), (True, False, True, True)):
+        _check_input_names(symbol, names, kind, throw)
+    return lists
+
+
 def _check_input_names(symbol, names, typename, throw):
     """Every name must be an argument of the symbol (MXNet's message, with likely candidates)."""
     args = symbol.list_arguments()

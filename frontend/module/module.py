@@ -24,7 +24,7 @@ from ..io import DataDesc
 from ..kvstore.kvstore import _create_kvstore
 from ..model import load_checkpoint
 from ..ndarray import zeros
-from .base_module import BaseModule, _check_input_names, _parse_data_desc
+from .base_module import BaseModule, _parse_data_desc, checked_name_lists
 from .executor_group import DataParallelExecutorGroup
 
 __all__ = ["Module"]
@@ -86,14 +86,8 @@ class Module(BaseModule):
                                       "contexts (model parallelism)")
         self._group2ctxs = group2ctxs
         self._symbol = symbol
-        data_names = list(data_names) if data_names is not None else []
-        label_names = list(label_names) if label_names is not None else []
-        state_names = list(state_names) if state_names is not None else []
-        fixed_param_names = list(fixed_param_names) if fixed_param_names is not None else []
-        _check_input_names(symbol, data_names, "data", True)
-        _check_input_names(symbol, label_names, "label", False)
-        _check_input_names(symbol, state_names, "state", True)
-        _check_input_names(symbol, fixed_param_names, "fixed_param", True)
+        data_names, label_names, state_names, fixed_param_names = checked_name_lists(
+            symbol, data_names, label_names, state_names, fixed_param_names)
         arg_names = symbol.list_arguments()
         input_names = data_names + label_names + state_names
         self._param_names = [x for x in arg_names if x not in input_names]
