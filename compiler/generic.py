@@ -18,7 +18,8 @@ Use::
     outs = run(prog, p, arrays)
 
 ``plan`` runs on every imperative call and is memoised on the exact shapes;
-``build`` is called once per ``plan.key``.
+``build`` is called once per ``plan.key`` (``build_cuda`` for GPU arrays: the same kernel
+rendered to CUDA C).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import threading
 
 import numpy as np
 
+from ..runtime.cuda_program import CudaProgramSpec
 from ..runtime.program import ProgramSpec, SlotSpec
 from . import expr as E
 from .codegen.llvm import emit_program, fastmath_flags
@@ -60,6 +62,8 @@ _lock = threading.Lock()
 _memo = {}  # (op, attrs, shapes, dtypes, env) -> Plan, or False when not generic
 _ops = {}  # (op, attrs) -> (OpDef, params, n_outputs), or a str saying why not generic
 _specs = {}  # plan key -> ProgramSpec
+_lowered = {}  # plan key -> (name, Kernel, slot of each kernel parameter, [SlotSpec])
+_cuda_specs = {}  # plan key -> CudaProgramSpec
 _stats = {"plans": 0, "memo_hits": 0, "builds": 0, "fallbacks": 0}
 
 
@@ -117,6 +121,21 @@ def build(p):
     return spec
 
 
+def build_cuda(p):
+    """The CudaProgramSpec (entry ``forward``) of the same kernel as ``build(p)``."""
+    spec = _cuda_specs.get(p.key)
+    if spec is None:
+        from .codegen.cuda import render_kernels
+        _compile(p)
+        name, kernel, call_slots, slots = _lowered[p.key]
+        source, (rendered,) = render_kernels([kernel])
+        spec = CudaProgramSpec(name, source, {"forward": [(launch, call_slots) for launch in rendered.launches]},
+                               slots, 0, {"generic": {"op": p.op.name}}, dims_slot=DIMS)
+        with _lock:
+            spec = _cuda_specs.setdefault(p.key, spec)
+    return spec
+
+
 def run(program, p, arrays, outs=None):
     """Run a loaded generic program on numpy ``arrays``; returns the outputs (``outs`` if given)."""
     if outs is None:
@@ -136,6 +155,8 @@ def clear():
         _memo.clear()
         _ops.clear()
         _specs.clear()
+        _lowered.clear()
+        _cuda_specs.clear()
         for k in _stats:
             _stats[k] = 0
 
@@ -267,6 +288,7 @@ def _compile_key(key, op, params, in_class, out_class, in_dtypes, out_dtypes, n_
         slots = [SlotSpec("in%d" % i, c, t, True) for i, (c, t) in enumerate(zip(in_class, in_dtypes))]
         slots += [SlotSpec("out%d" % i, c, t, True) for i, (c, t) in enumerate(zip(out_class, out_dtypes))]
         slots.append(SlotSpec(DIMS, (n_dims,), "int64", True))
+        _lowered[key] = (name, kernel, call_slots, slots)
         spec = ProgramSpec(name, ir_text, ["forward"], slots, 0,
                            {"generic": {"op": op.name, "inputs": list(in_class), "outputs": list(out_class)}},
                            dims_slot=DIMS)

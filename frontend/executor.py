@@ -3,7 +3,8 @@
 Binding compiles the graph (forward and, where gradients are requested,
 backward) into one native program; ``forward`` and ``backward`` are each a
 single call into it. Arrays are checked against the compiled shapes before
-any native code runs.
+any native code runs. On a GPU context the same program is compiled to CUDA and
+every bound array must live on that GPU.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from .compiler.graph import Graph
 from .compiler.passes.training import training_sensitive
 from .compiler.pipeline import compile_program
 from .compiler.report import CompileReport
-from .ndarray import NDArray, zeros
+from .ndarray import NDArray, storage, zeros
+from .runtime.cuda_program import CudaProgram
+from .runtime.nvrtc import NVRTCCompileError
 from .runtime.program import LoadedProgram
 from . import engine as _engine, random
 
@@ -42,6 +45,11 @@ def _as_list(values, names, what, allow_missing=False):
     if len(values) != len(names) and not (allow_missing and len(values) <= len(names)):
         raise MXNetError("%s: expected %d arrays (%s), got %d" % (what, len(names), names, len(values)))
     return values + [None] * (len(names) - len(values))
+
+
+def _memory(ctx):
+    """Contexts whose arrays share one memory (every CPU context is host memory)."""
+    return ctx if ctx.device_type == "gpu" else "cpu"
 
 
 def _grad_reqs(grad_req, names):
@@ -78,6 +86,14 @@ class Executor:
                 raise MXNetError("bind: gradient array for %r has shape %s %s, argument has %s %s"
                                  % (n, g.shape, np.dtype(g.dtype).name, a.shape, np.dtype(a.dtype).name))
         self.aux_arrays = _as_list(aux_states, self.aux_names, "aux_states")
+        self._device = storage.device_of(ctx)
+        for kind, names, arrays in (("argument", self.arg_names, self.arg_arrays),
+                                    ("gradient of", self.arg_names, self.grad_arrays),
+                                    ("auxiliary state", self.aux_names, self.aux_arrays)):
+            for n, a in zip(names, arrays):
+                if a is not None and _memory(a.context) != _memory(ctx):
+                    raise MXNetError("bind: %s %r is in %s while binding with ctx=%s; all arrays must be on the "
+                                     "executor's device (copy it with as_in_context)" % (kind, n, a.context, ctx))
         # gluon records hybridized calls in predict mode too (autograd.record(train_mode=False)):
         # then the inference variant carries the gradients and backward may follow it
         self._infer_grads = False
@@ -88,15 +104,16 @@ class Executor:
         BatchNorm) gets its other variant (training with gradients, or inference) on first use."""
         self._sensitive = training_sensitive(Graph(self._symbol._outputs))
         self._programs = {}  # is_train -> (LoadedProgram, info)
-        self._rng_key = np.zeros(2, dtype=np.int64)
+        self._rng_key = storage.zeros((2,), np.int64, self._ctx)
         self._aux_new = {}  # aux name -> buffer the training program writes its new value into
         self._last_train = None
         wants_grads = any(r != "null" for r in self._grad_req.values())
         self._program, self._info = self._variant(wants_grads)
         info = self._info
-        self.outputs = [NDArray(np.zeros(s, dtype=t), self._ctx)
+        self.outputs = [NDArray(storage.zeros(s, t, self._ctx), self._ctx)
                         for s, t in zip(info["out_shapes"], info["out_dtypes"])]
-        self._head_grads = [np.ones(s, dtype=t) for s, t in zip(info["out_shapes"], info["out_dtypes"])]
+        self._head_grads = [storage.place(np.ones(s, dtype=t), self._ctx)
+                            for s, t in zip(info["out_shapes"], info["out_dtypes"])]
 
     def _variant(self, is_train):
         """(program, info) for training or inference; one program serves both when the graph has
@@ -109,17 +126,35 @@ class Executor:
             shapes = {n: a.shape for n, a in zip(names, arrays)}
             dtypes = {n: np.dtype(a.dtype).name for n, a in zip(names, arrays)}
             grad_req = self._grad_req if (is_train or not self._sensitive or self._infer_grads) else {}
-            spec, info = compile_program(self._symbol._outputs, shapes, dtypes, grad_req, name="executor",
-                                         remat=self._remat, is_train=is_train)
-            hit = self._programs[is_train] = (LoadedProgram(spec), info)
+
+            def build(disabled=()):
+                return compile_program(self._symbol._outputs, shapes, dtypes, grad_req, name="executor",
+                                       remat=self._remat, is_train=is_train, disabled_passes=disabled,
+                                       backend="llvm" if self._device is None else "cuda")
+            hit = self._programs[is_train] = self._load(build)
         return hit
+
+    def _load(self, build):
+        """(program, info) from ``build(disabled_passes)``: LLVM on the CPU; CUDA on a GPU, compiled
+        again without fusion when NVRTC rejects the fused kernels (MXNet's lesson: a fused kernel
+        that does not compile must not stop the model)."""
+        spec, info = build()
+        if self._device is None:
+            return LoadedProgram(spec), info
+        try:
+            return CudaProgram(spec, self._device), info
+        except NVRTCCompileError as err:
+            log.warning("executor: NVRTC rejected the fused CUDA kernels, compiling without fusion: %s",
+                        str(err).splitlines()[0])
+            spec, info = build(("fuse",))
+            return CudaProgram(spec, self._device), info
 
     def _aux_buffer(self, name):
         """Where the training program writes ``name``'s new value (copied back after forward)."""
         buf = self._aux_new.get(name)
         if buf is None:
             a = self.aux_arrays[self.aux_names.index(name)]._data
-            buf = self._aux_new[name] = np.empty_like(a)
+            buf = self._aux_new[name] = storage.like(a)
         return buf
 
     def _bind_all(self):
@@ -176,15 +211,15 @@ class Executor:
             if tuple(src.shape) != dst.shape:
                 raise MXNetError("forward: argument %r has shape %s, the executor was bound with %s"
                                  % (k, tuple(src.shape), dst.shape))
-            dst._data[...] = src
+            storage.write(dst._data, src)
         self._program, self._info = self._variant(is_train)
         self._last_train = bool(is_train)
         if self._info.get("rng_key"):
-            self._rng_key[...] = random.next_key()  # fresh numbers for every forward
+            storage.write(self._rng_key, random.next_key())  # fresh numbers for every forward
         self._bind_all()
         self._program.run("forward")
         for name in self._info.get("aux_updates", {}):  # moving statistics, updated in place
-            self.aux_arrays[self.aux_names.index(name)]._data[...] = self._aux_new[name]
+            storage.copy(self.aux_arrays[self.aux_names.index(name)]._data, self._aux_new[name])
         return self.outputs
 
     def backward(self, out_grads=None, is_train=True):
@@ -206,7 +241,7 @@ class Executor:
                 if src.size != want.size:
                     raise MXNetError("backward: head gradient %d has shape %s, output has %s"
                                      % (k, tuple(src.shape), want.shape))
-                want[...] = src.reshape(want.shape)
+                storage.write(want, src.reshape(want.shape))
         self._bind_all()
         self._program.run("backward")
 

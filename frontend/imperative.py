@@ -9,6 +9,10 @@ Most operators get a shape-generic program (``compiler/generic.py``): one per
 operator, attributes, dtypes, rank and shape class, the sizes passed at run
 time. The others (GEMM, convolution, sorting, random sampling, composites, and
 calls in training mode) get one program per exact input shapes.
+
+With a ``device`` (arrays on a GPU context) the same kernels run as CUDA programs
+(``runtime.cuda_program.CudaProgram``) on ``DeviceArray``s; programs are cached per
+device.
 """
 from __future__ import annotations
 
@@ -23,13 +27,15 @@ from .compiler.graph import Entry, Node
 from .compiler.ops import registry
 from .compiler.passes.training import op_training_sensitive, training_op
 from .compiler.pipeline import compile_program
+from .runtime.cuda_program import CudaProgram, DeviceArray
 from .runtime.program import LoadedProgram
 
 ATTR_MEMO_LIMIT = 8192
 _lock = threading.Lock()
 _attrs = {}  # (op name, raw attributes) -> _OpCall
-_static = {}  # (op, attributes, input specs, all_outputs, is_train) -> Call
-_generic = {}  # generic plan key -> (LoadedProgram, lock)
+_static = {}  # (op, attributes, input specs, all_outputs, is_train, device) -> Call
+_generic = {}  # (generic plan key, device) -> (LoadedProgram or CudaProgram, lock)
+_device_dims = {}  # (device, sizes) -> the dims array of a generic CUDA program, on that device
 
 
 _names = {}
@@ -91,9 +97,10 @@ class Call:
         self.writes = tuple(writes)
 
 
-def prepare(opname, attrs, in_shapes, in_dtypes, all_outputs=False):
+def prepare(opname, attrs, in_shapes, in_dtypes, all_outputs=False, device=None):
     """A ``Call`` for ``opname`` on inputs of these shapes and dtype names; raises on bad input.
-    ``all_outputs`` also computes hidden outputs (what autograd keeps for backward)."""
+    ``all_outputs`` also computes hidden outputs (what autograd keeps for backward);
+    ``device``: the GPU device the arrays live on (None: CPU numpy arrays)."""
     oc = _op_call(opname, attrs)
     if len(in_shapes) != len(oc.inputs):
         raise MXNetError("%s takes %d inputs (%s) with these attributes, got %d"
@@ -102,27 +109,46 @@ def prepare(opname, attrs, in_shapes, in_dtypes, all_outputs=False):
     if not is_train:
         p = generic.plan(oc.op.name, oc.attrs, in_shapes, in_dtypes, all_outputs)
         if p is not None:
-            return _generic_call(oc, p)
-    return _static_call(oc, tuple(zip(in_shapes, in_dtypes)), all_outputs, is_train)
+            return _generic_call(oc, p, device)
+    return _static_call(oc, tuple(zip(in_shapes, in_dtypes)), all_outputs, is_train, device)
 
 
-def _generic_call(oc, p):
-    hit = _generic.get(p.key)
+def _generic_call(oc, p, device):
+    hit = _generic.get((p.key, device))
     if hit is None:
-        hit = (LoadedProgram(generic.build(p)), threading.Lock())
+        prog = LoadedProgram(generic.build(p)) if device is None else CudaProgram(generic.build_cuda(p), device)
         with _lock:
-            hit = _generic.setdefault(p.key, hit)
+            hit = _generic.setdefault((p.key, device), (prog, threading.Lock()))
     prog, lock = hit
-    dims = p.dims
+    host_dims = p.dims
+    if device is None:
+        def run(arrays, outs, rng_key=None):
+            with lock:  # one binding table per program
+                prog.call("forward", list(arrays) + list(outs) + [host_dims])
+    else:
+        dims = _dims_on(device, host_dims)
 
-    def run(arrays, outs, rng_key=None):
-        with lock:  # one binding table per program
-            prog.call("forward", list(arrays) + list(outs) + [dims])
+        def run(arrays, outs, rng_key=None):
+            with lock:
+                prog.call("forward", list(arrays) + list(outs) + [dims], host_dims)
     return Call(oc.op, oc.attrs, p.out_shapes, p.out_dtypes, run, False)
 
 
-def _static_call(oc, in_specs, all_outputs, is_train):
-    key = (oc.op.name, tuple(sorted(oc.attrs.items())), in_specs, all_outputs, is_train)
+def _dims_on(device, host_dims):
+    """The run-time sizes of a generic call as a device array (one per device and sizes)."""
+    key = (device, host_dims.tobytes())
+    dims = _device_dims.get(key)
+    if dims is None:
+        dims = DeviceArray.from_numpy(device, host_dims)
+        with _lock:
+            if len(_device_dims) >= ATTR_MEMO_LIMIT:
+                _device_dims.clear()
+            dims = _device_dims.setdefault(key, dims)
+    return dims
+
+
+def _static_call(oc, in_specs, all_outputs, is_train, device):
+    key = (oc.op.name, tuple(sorted(oc.attrs.items())), in_specs, all_outputs, is_train, device)
     hit = _static.get(key)
     if hit is not None:
         return hit
@@ -134,16 +160,29 @@ def _static_call(oc, in_specs, all_outputs, is_train):
     spec, info = compile_program([Entry(node, i) for i in range(count)],
                                  {n: s for n, (s, _) in zip(names, in_specs)},
                                  {n: t for n, (_, t) in zip(names, in_specs)},
-                                 name="imperative_" + op.name, is_train=is_train)
-    prog = LoadedProgram(spec)
+                                 name="imperative_" + op.name, is_train=is_train,
+                                 backend="llvm" if device is None else "cuda")
+    prog = LoadedProgram(spec) if device is None else CudaProgram(spec, device)
     inputs = [(k, n) for k, n in enumerate(names) if prog.has_slot(n)]  # shape-only inputs have no slot
     outputs = info["outputs"]
     key_slot = info.get("rng_key")
     # new values of updated inputs land in buffers of their own, copied into the input after
     # the run (kernels may read the old value after another kernel produced the new one)
-    updates = [(int(n[2:]), slot, np.empty(*in_specs[int(n[2:])]))
+    updates = [(int(n[2:]), slot, _buffer(*in_specs[int(n[2:])], device))
                for n, slot in info.get("aux_updates", {}).items()]
     lock = threading.Lock()
+    if device is None:
+        def bind_key(rng_key):
+            prog.bind(key_slot, rng_key)
+
+        def write_back(array, buf):
+            array[...] = buf
+    else:
+        def bind_key(rng_key):
+            prog.bind(key_slot, DeviceArray.from_numpy(device, rng_key))
+
+        def write_back(array, buf):
+            device.copy(array.ptr, buf.ptr, buf.nbytes)
 
     def run(arrays, outs, rng_key=None):
         with lock:  # one binding table per program
@@ -154,15 +193,19 @@ def _static_call(oc, in_specs, all_outputs, is_train):
             for _, slot, buf in updates:
                 prog.bind(slot, buf)
             if key_slot:
-                prog.bind(key_slot, rng_key)
+                bind_key(rng_key)
             prog.run("forward")
             for k, _, buf in updates:
-                arrays[k][...] = buf
+                write_back(arrays[k], buf)
     applied = training_op(op, oc.params) if is_train else op
     call = Call(applied, oc.attrs, info["out_shapes"], info["out_dtypes"], run, bool(key_slot),
                 [k for k, _, _ in updates])
     with _lock:
         return _static.setdefault(key, call)
+
+
+def _buffer(shape, dtype, device):
+    return np.empty(shape, dtype) if device is None else DeviceArray.empty(device, shape, dtype)
 
 
 def invoke_numpy(opname, arrays, attrs, all_outputs=False):

@@ -7,8 +7,10 @@ one stream that every copy and launch of the device goes to (so they run in orde
 a caching allocator (freed blocks are kept by size class and reused; on an out-of-memory
 error the cache is released and the allocation retried), modules compiled by NVRTC for
 the device's compute capability (``nvrtc.py``, cached in memory and on disk) and loaded
-once per source. Copies are synchronous with respect to the host (kiln's NDArrays hand
-numpy buffers over); launches are asynchronous until ``synchronize`` or a copy back.
+once per source. Copies between host and device are synchronous with respect to the host
+(the numpy buffer may be reused at once); launches and device-to-device copies are
+asynchronous until ``synchronize`` or a copy back, so a fault inside a kernel surfaces there;
+``KILN_CUDA_SYNC=1`` waits after every launch, so the error names the kernel.
 
 cuda-bindings is imported on first use: without it, or without a driver,
 ``device_count()`` is 0 and kiln runs on the CPU.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import os
 import threading
 
 from .errors import MXNetError
@@ -73,8 +76,21 @@ def _check(result, what):
     return result[1] if len(result) == 2 else result[1:]
 
 
+def install_devices(devices):
+    """Serve ``gpu(0..n-1)`` from these device objects instead of the driver's GPUs; None
+    goes back to the driver. For other implementations of the device interface, such as the
+    CPU emulation of CUDA that kiln's tests run GPU code paths on. Returns the previous table."""
+    with _lock:
+        previous = _state.get("installed")
+        _state["installed"] = None if devices is None else list(devices)
+        return previous
+
+
 def device_count():
     """Number of CUDA GPUs this process can use (0 without cuda-bindings, a driver or a GPU)."""
+    installed = _state.get("installed")
+    if installed is not None:
+        return len(installed)
     try:
         cu = _driver()
         return int(_check(cu.cuDeviceGetCount(), "cuDeviceGetCount"))
@@ -86,6 +102,11 @@ def device_count():
 def device(ordinal=0):
     """The ``DriverDevice`` of GPU ``ordinal`` (created once per process)."""
     with _lock:
+        installed = _state.get("installed")
+        if installed is not None:
+            if not 0 <= ordinal < len(installed):
+                raise MXNetError("gpu(%d) does not exist: %d device(s) installed" % (ordinal, len(installed)))
+            return installed[ordinal]
         dev = _devices.get(ordinal)
         if dev is None:
             count = device_count()
@@ -94,6 +115,13 @@ def device(ordinal=0):
                                  % (ordinal, count, "" if count else " (%s)" % _state.get("error", "no GPU")))
             dev = _devices[ordinal] = DriverDevice(ordinal)
         return dev
+
+
+def synchronize_all():
+    """Wait for the work queued on every GPU this process has used (none: returns at once)."""
+    installed = _state.get("installed")
+    for dev in installed if installed is not None else list(_devices.values()):
+        dev.synchronize()
 
 
 def size_class(nbytes):
@@ -117,6 +145,7 @@ class _Module:
             fn = _check(self.device.cu.cuModuleGetFunction(self.handle, fname.encode()),
                         "cuModuleGetFunction(%s) in module %s" % (fname, self.name))
             self._functions[fname] = fn
+            self.device.kernel_names[id(fn)] = "kernel %s of %s" % (fname, self.name)
         return fn
 
 
@@ -140,6 +169,9 @@ class DriverDevice:
         self._free = {}  # size class -> [device pointers]
         self._sizes = {}  # live pointer -> size class
         self._modules = {}
+        self.kernel_names = {}  # id(CUfunction) -> what errors call it
+        # like CUDA_LAUNCH_BLOCKING: wait after every launch so a kernel's fault names that kernel
+        self.sync_launches = os.environ.get("KILN_CUDA_SYNC", "0") not in ("", "0")
         self.stats = {"allocated": 0, "cached": 0, "reused": 0, "launches": 0}
         log.info("gpu(%d): compute capability %s", ordinal, self.arch)
 
@@ -234,9 +266,13 @@ class DriverDevice:
         gx, gy, gz = _dim3(grid)
         bx, by, bz = _dim3(block)
         self._activate()
+        what = self.kernel_names.get(id(function), "a kernel")
         _check(self.cu.cuLaunchKernel(function, gx, gy, gz, bx, by, bz, int(shared_bytes), self.stream,
-                                      ctypes.addressof(params), 0), "cuLaunchKernel(grid %s, block %s)" % (grid, block))
+                                      ctypes.addressof(params), 0),
+               "cuLaunchKernel(%s, grid %s, block %s)" % (what, grid, block))
         self.stats["launches"] += 1
+        if self.sync_launches:
+            _check(self.cu.cuStreamSynchronize(self.stream), "%s on gpu(%d) (KILN_CUDA_SYNC=1)" % (what, self.ordinal))
 
     def synchronize(self):
         self._activate()

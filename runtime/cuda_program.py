@@ -82,8 +82,25 @@ class DeviceArray:
         self.owner = owner
 
     @property
+    def size(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
     def nbytes(self):
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return self.size * self.dtype.itemsize
+
+    def view(self, offset_bytes, shape):
+        """A dense sub-array sharing this memory (``offset_bytes`` from the start); it keeps the
+        allocation alive."""
+        view = DeviceArray(self.device, self.ptr + int(offset_bytes), shape, self.dtype, self.owner)
+        if offset_bytes < 0 or offset_bytes + view.nbytes > self.nbytes:
+            raise MXNetError("view of %d bytes at offset %d is outside an array of %d bytes"
+                             % (view.nbytes, offset_bytes, self.nbytes))
+        return view
 
     @classmethod
     def empty(cls, device, shape, dtype):
@@ -94,7 +111,7 @@ class DeviceArray:
 
     @classmethod
     def from_numpy(cls, device, array):
-        array = np.ascontiguousarray(array)
+        array = np.require(array, requirements="C")  # keeps 0-d arrays 0-d
         out = cls.empty(device, array.shape, array.dtype)
         if array.nbytes:
             device.copy_in(out.ptr, array)
@@ -158,6 +175,13 @@ class CudaProgram:
                 self._pointers[i] = self.arena.ptr + s.offset + s.offset_scale * scale
         self._scale = scale
 
+    @property
+    def jit_stats(self):
+        return {"backend": "cuda", "device": repr(self.device)}
+
+    def has_slot(self, name):
+        return name in self._index
+
     def bind(self, name, array):
         """Point external slot ``name`` at ``array`` (a DeviceArray of this device)."""
         idx = self._index.get(name)
@@ -170,6 +194,14 @@ class CudaProgram:
             raise MXNetError("slot %r expects %s of rank %d, got %s %s"
                              % (name, slot.dtype, len(slot.shape), array.dtype, array.shape))
         self._bound[idx] = array
+
+    def call(self, entry, arrays, dims=None):
+        """Bind ``arrays`` to the external slots in slot order and run ``entry``."""
+        if len(arrays) != len(self._index):
+            raise MXNetError("program %s takes %d arrays, got %d" % (self.spec.name, len(self._index), len(arrays)))
+        for name, array in zip(self._index, arrays):
+            self.bind(name, array)
+        self.run(entry, dims)
 
     def run(self, entry, dims=None):
         """Launch ``entry``'s kernels in order. ``dims``: the host values of the dims slot's

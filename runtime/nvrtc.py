@@ -42,6 +42,10 @@ _state = {}
 _stats = {"memory_hits": 0, "disk_hits": 0, "misses": 0, "compile_seconds": 0.0}
 
 
+class NVRTCCompileError(MXNetError):
+    """NVRTC rejected generated CUDA C (callers may retry with simpler, unfused kernels)."""
+
+
 @dataclass(frozen=True)
 class CudaModule:
     """Compiled code of one CUDA source: ``ptx`` (text), ``cubin`` (bytes, when asked and
@@ -179,7 +183,7 @@ def _compile(source, name, target, options, want_cubin):
         _check(nv.nvrtcGetProgramLog(prog, buf), "nvrtcGetProgramLog")
         text = buf.rstrip(b"\x00").decode(errors="replace")
         if int(result[0]) != 0:
-            raise MXNetError("NVRTC could not compile CUDA kernel %r for %s:\n%s\nsource:\n%s"
+            raise NVRTCCompileError("NVRTC could not compile CUDA kernel %r for %s:\n%s\nsource:\n%s"
                              % (name, target, text.strip(), numbered(source)))
         size = _check(nv.nvrtcGetPTXSize(prog), "nvrtcGetPTXSize")
         buf = b" " * size

@@ -425,7 +425,7 @@ class _HybridCall(autograd.Function):
         self._node = None
 
     def forward(self, *arrays):
-        from ..ndarray import NDArray
+        from ..ndarray import NDArray, storage
         c = self._c
         ex = c.executor
         for idx, pos in c.data_pos.items():
@@ -433,13 +433,13 @@ class _HybridCall(autograd.Function):
         for idx, pos in c.param_pos.items():
             ex.arg_arrays[idx] = arrays[pos]
         ex.aux_arrays = [p.data(self._ctx) for p in c.aux_params]
-        ex.outputs = [NDArray(np.empty(o.shape, dtype=o._data.dtype), self._ctx) for o in ex.outputs]
+        ex.outputs = [NDArray(storage.like(o._data), self._ctx) for o in ex.outputs]
         return tuple(ex.forward(is_train=self._train))
 
     def backward(self, *ogs):
-        from ..ndarray import NDArray
+        from ..ndarray import NDArray, storage
         ex = self._c.executor
-        ex.grad_arrays = [None if g is None else NDArray(np.zeros(g.shape, dtype=g._data.dtype), self._ctx)
+        ex.grad_arrays = [None if g is None else NDArray(storage.zeros(g.shape, g._data.dtype, self._ctx), self._ctx)
                           for g in ex.grad_arrays]
         ex.backward(list(ogs))
         grads = [None] * (self._c.n_data + len(self._c.param_pos))
@@ -685,7 +685,7 @@ class HybridBlock(Block):
 
     def _build(self, out, in_names, arg_names, aux_names, params, flat_inputs, wants, ctx, is_train):
         from ..executor import Executor
-        from ..ndarray import NDArray
+        from ..ndarray import NDArray, storage
         used = set(out.list_inputs())
         given = {n: a.shape for n, a in zip(in_names, flat_inputs) if n in used}
         try:
@@ -705,7 +705,7 @@ class HybridBlock(Block):
                 a = flat_inputs[in_names.index(n)]
                 data_pos[idx] = in_names.index(n)
             args.append(a)
-            grads.append(NDArray(np.zeros(a.shape, dtype=a._data.dtype), ctx) if w else None)
+            grads.append(NDArray(storage.zeros(a.shape, a._data.dtype, ctx), ctx) if w else None)
             reqs[n] = "write" if w else "null"
         aux_params = [params[n] for n in aux_names]
         aux = [p.data(ctx) for p in aux_params]

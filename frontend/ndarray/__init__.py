@@ -62,8 +62,11 @@ def from_dlpack(dlpack):
 
 
 def waitall():
-    """Wait for every queued operation; raises a failure no wait has reported yet."""
+    """Wait for every queued operation, GPU kernels included; raises a failure no wait has
+    reported yet."""
     _engine.get().waitall()
+    from ..runtime.cuda import synchronize_all
+    synchronize_all()
 
 
 def _make_op(fname, op):

@@ -62,6 +62,9 @@ class _Owner:
 
 def export(array, for_write):
     """A "dltensor" capsule of ``array``'s buffer, once queued work allows the access."""
+    if array.context.device_type == "gpu":
+        raise NotImplementedError("DLPack export of an array on %s: only CPU arrays are exported so far; "
+                                  "copy it with as_in_context(mx.cpu()) first" % (array.context,))
     if for_write:
         array._wait_write()
     else:

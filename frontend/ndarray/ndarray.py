@@ -1,10 +1,12 @@
-"""NDArray: a CPU buffer with MXNet's printing, copying, indexing and operators.
+"""NDArray: CPU or GPU storage with MXNet's printing, copying, indexing and operators.
 
 Operators run through the compiler (``imperative.prepare``), never numpy
 arithmetic, so NDArray and Symbol results agree. They are queued on the
 dependency engine (``engine.py``): ``_var`` orders the operations on one
 storage (views share their base's), and Python reads of ``_data`` wait for its
-writers first. ``_ag`` says where autograd finds the array: None, a variable
+writers first. ``_data`` is a numpy buffer on CPU contexts and a runtime
+``DeviceArray`` on GPU contexts (``storage.py``); operators on GPU arrays run CUDA
+programs. ``_ag`` says where autograd finds the array: None, a variable
 (``autograd.Leaf``) or a recorded operation's output ``(tape node, index)``.
 """
 from __future__ import annotations
@@ -16,35 +18,26 @@ from .. import engine as _engine
 from ..base import OPERATOR_METHODS, MXNetError, numeric_types
 from ..context import Context, current_context
 from ..imperative import dtype_name, prepare
-
-
-def _refuse_gpu(ctx):
-    """NDArrays hold CPU memory; GPU programs run through ``runtime.cuda_program`` only so far."""
-    from ..context import num_gpus
-    count = num_gpus()
-    if ctx.device_id >= count:
-        raise MXNetError("cannot place an array on %s: this process sees %d GPU(s) (mx.context.num_gpus()); "
-                         "use mx.cpu()" % (ctx, count))
-    raise NotImplementedError("NDArray on %s: kiln compiles and runs programs on GPUs (kiln.runtime.cuda_program) "
-                              "but NDArrays, Executors and hybridized blocks do not hold GPU memory yet; use mx.cpu()"
-                              % (ctx,))
+from . import storage
 
 
 class NDArray:
     __array_priority__ = 1000.0
 
     def __init__(self, data, ctx=None, var=None):
-        self._data = data
+        """``data``: storage for ``ctx``, or a numpy array (copied to the device on a GPU context)."""
         self._ctx = ctx or current_context()
-        if self._ctx.device_type == "gpu":
-            _refuse_gpu(self._ctx)
+        if self._ctx.device_type == "gpu" and isinstance(data, np.ndarray):
+            data = storage.place(data, self._ctx)
+        self._data = data
         self._var = var if var is not None else _engine.Var()
         self._ag = None
 
     def _read(self):
-        """The buffer, once every queued writer has finished."""
+        """The elements as numpy (the CPU buffer itself, or a copy from the device), once
+        every queued writer has finished."""
         _engine.get().wait(reads=[self._var])
-        return self._data
+        return storage.host(self._data)
 
     def _wait_write(self):
         """Wait until Python may overwrite the buffer (queued readers and writers done)."""
@@ -83,7 +76,8 @@ class NDArray:
 
     # ---- conversion ----
     def asnumpy(self):
-        return self._read().copy()
+        data = self._read()
+        return data if storage.on_device(self._data) else data.copy()
 
     def __array__(self, dtype=None, copy=None):
         data = self._read()
@@ -106,13 +100,15 @@ class NDArray:
     def copyto(self, other):
         """Copy into an array (casting to its dtype) or onto a context; crosses contexts."""
         if isinstance(other, Context):
-            other = NDArray(np.empty(self.shape, dtype=self._data.dtype), other)
+            other = NDArray(storage.empty(self.shape, self._data.dtype, other), other)
         if isinstance(other, NDArray):
             if other is self:
                 return other
             if other.shape != self.shape:
                 raise MXNetError("copyto: shape mismatch %s vs %s" % (self.shape, other.shape))
-            if other._data.dtype == self._data.dtype:
+            if other._ctx != self._ctx and (storage.on_device(self._data) or storage.on_device(other._data)):
+                _transfer(self if other._data.dtype == self._data.dtype else self.astype(other._data.dtype), other)
+            elif other._data.dtype == self._data.dtype:
                 invoke("_copy", [self], {}, out=other, cross_context=True)
             else:
                 invoke("Cast", [self], {"dtype": other._data.dtype.name}, out=other, cross_context=True)
@@ -123,7 +119,10 @@ class NDArray:
         return self if ctx == self._ctx else self.copyto(ctx)
 
     def wait_to_read(self):
+        """Until every queued writer is done (on a GPU: until its kernels have finished)."""
         _engine.get().wait(reads=[self._var])
+        if storage.on_device(self._data):
+            self._data.device.synchronize()
 
     # ---- DLPack ----
     def to_dlpack_for_read(self):
@@ -138,14 +137,14 @@ class NDArray:
         return self.to_dlpack_for_write()
 
     def __dlpack_device__(self):
-        return (1, 0)  # kDLCPU, device 0
+        return (2, self._ctx.device_id) if self._ctx.device_type == "gpu" else (1, 0)  # kDLCUDA / kDLCPU
 
     # ---- autograd ----
     def attach_grad(self, grad_req="write", stype=None):
         """Make this array a variable: gradients of recorded heads land in ``grad``."""
         if stype not in (None, "default"):
             raise NotImplementedError("attach_grad(stype=%r): sparse gradients" % (stype,))
-        grad = NDArray(np.zeros(self.shape, dtype=self._data.dtype), self._ctx)
+        grad = NDArray(storage.zeros(self.shape, self._data.dtype, self._ctx), self._ctx)
         self._ag = autograd.Leaf(grad, grad_req)
 
     @property
@@ -178,9 +177,9 @@ class NDArray:
         if autograd.is_recording():
             return _recorded_index(self, key)
         if _is_basic(key):
-            out = self._data[key]
-            if np.ndim(out) > 0 and out.flags.c_contiguous and np.shares_memory(out, self._data):
-                return NDArray(out, self._ctx, self._var)
+            view = storage.basic_view(self._data, key)
+            if view is not None:
+                return NDArray(view, self._ctx, self._var)
         out = self._read()[key]
         if np.ndim(out) == 0:
             return NDArray(np.array([out], dtype=self._data.dtype), self._ctx)
@@ -190,7 +189,7 @@ class NDArray:
         if isinstance(value, NDArray):
             value = value._read()
         self._wait_write()
-        self._data[_index_key(key)] = value
+        storage.setitem(self._data, _index_key(key), value)
 
     def __len__(self):
         return self.shape[0]
@@ -325,7 +324,7 @@ class NDArray:
 def _index_key(key):
     """Index arrays given as NDArrays (any dtype) or lists become integer numpy arrays."""
     if isinstance(key, NDArray):
-        return key._data.astype(np.int64)
+        return key._read().astype(np.int64)
     if isinstance(key, tuple):
         return tuple(_index_key(k) for k in key)
     if isinstance(key, list):
@@ -382,17 +381,19 @@ def invoke(opname, inputs, attrs, out=None, cross_context=False):
     ctx = _context_of(opname, inputs, None if cross_context else outs)
     recording = autograd.is_recording()
     in_data = [x._data for x in inputs]
-    call = prepare(opname, attrs, [a.shape for a in in_data], [dtype_name(a.dtype) for a in in_data], recording)
+    device = storage.device_of(ctx) if ctx.device_type == "gpu" else None
+    call = prepare(opname, attrs, [a.shape for a in in_data], [dtype_name(a.dtype) for a in in_data], recording,
+                   device)
     n_visible = call.op.num_visible_outputs(call.op.parse_attrs(call.attrs, call.op.hint)) \
         if recording else len(call.out_shapes)
     overlap = False
     if outs is None:
-        outs = [NDArray(np.empty(s, dtype=t), ctx) for s, t in zip(call.out_shapes[:n_visible], call.out_dtypes)]
+        outs = [NDArray(storage.empty(s, t, ctx), ctx) for s, t in zip(call.out_shapes[:n_visible], call.out_dtypes)]
     else:
         _check_out(opname, outs, call, n_visible, recording)
         # kernels assume outputs do not overlap inputs (x += y, transpose(x, out=x))
-        overlap = any(np.may_share_memory(o._data, a) for o in outs for a in in_data)
-    hidden = [NDArray(np.empty(s, dtype=t), ctx)
+        overlap = any(storage.may_share(o._data, a) for o in outs for a in in_data)
+    hidden = [NDArray(storage.empty(s, t, ctx), ctx)
               for s, t in zip(call.out_shapes[n_visible:], call.out_dtypes[n_visible:])]
     everything = outs + hidden
     out_data = [o._data for o in everything]
@@ -400,10 +401,10 @@ def invoke(opname, inputs, attrs, out=None, cross_context=False):
     run = call.run
     if overlap:
         def job():
-            tmp = [np.empty_like(o) for o in out_data]
+            tmp = [storage.like(o) for o in out_data]
             run(in_data, tmp, rng_key)
             for o, t in zip(out_data, tmp):
-                o[...] = t
+                storage.copy(o, t)
     else:
         def job():
             run(in_data, out_data, rng_key)
@@ -414,6 +415,17 @@ def invoke(opname, inputs, attrs, out=None, cross_context=False):
     if recording:
         autograd.record_op(call.op, call.attrs, inputs, everything)
     return outs
+
+
+def _transfer(src, dst):
+    """Queue a copy between contexts (equal shapes and dtypes)."""
+    if autograd.is_recording() and src._ag is not None:
+        raise NotImplementedError("copyto %s -> %s of an array in the recorded graph: gradients do not flow "
+                                  "between contexts yet; move it before autograd.record()" % (src._ctx, dst._ctx))
+    src_data, dst_data = src._data, dst._data
+    eng = _engine.get()
+    eng.push(lambda: storage.copy(dst_data, src_data), [src._var], [dst._var], name="copyto",
+             inline=dst.size <= eng.inline_elements)
 
 
 def _next_key():

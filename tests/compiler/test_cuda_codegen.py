@@ -76,26 +76,38 @@ def sample(op, rng):
     return case(op, rng, SHAPE)
 
 
-def lower_op(op):
-    """Kernels of one operator instance, with its gradient graph where it has one."""
-    rng = np.random.RandomState(0)
+def instance(op, rng):
+    """(heads, shapes, types, input values, grad_req) of the operator's sample instance; grad_req
+    asks for the gradients of its float inputs when the operator is differentiable, else None."""
     inputs, attrs = sample(op, rng)
     attrs = op.format_attrs(attrs, "op")
     params = op.parse_attrs(attrs, "op")
-    n_in = len(op.input_names(params))
-    names = ["in%d" % i for i in range(max(n_in, len(inputs)))]
+    names = ["in%d" % i for i in range(max(len(op.input_names(params)), len(inputs)))]
     node = Node(op, "op", attrs, [Entry(Node(None, n)) for n in names])
     heads = [Entry(node, i) for i in range(node.num_visible_outputs)]
     shapes = {n: tuple(x.shape) for n, x in zip(names, inputs)}
     types = {n: np.asarray(x).dtype.name for n, x in zip(names, inputs)}
-    differentiable = op.gradient is not None or op.kind == "composite"
-    if differentiable:
+    req = None
+    if op.gradient is not None or op.kind == "composite":
         req = {n: "write" for n in names if types.get(n, "float32").startswith("float")}
+    return heads, shapes, types, dict(zip(names, inputs)), req
+
+
+def with_gradient(build, heads, shapes, types, req):
+    """``build(heads, shapes, types[, req])``: with the gradient graph when asked and the
+    instance has one, else forward only."""
+    if req is not None:
         try:
-            return lower(heads, shapes, types, req)
+            return build(heads, shapes, types, req)
         except (MXNetError, NotImplementedError, TypeError, ValueError, KeyError):
             pass  # no gradient for this instance (integer inputs, aux states): forward only
-    return lower(heads, shapes, types)
+    return build(heads, shapes, types)
+
+
+def lower_op(op):
+    """Kernels of one operator instance, with its gradient graph where it has one."""
+    heads, shapes, types, _, req = instance(op, np.random.RandomState(0))
+    return with_gradient(lower, heads, shapes, types, req)
 
 
 def _ops():

@@ -14,11 +14,9 @@ import pytest
 from kiln.compiler import expr as E
 from kiln.compiler.codegen.cuda import render_kernel
 from kiln.compiler.codegen.llvm import emit_program
-from kiln.compiler.graph import Entry, Node
 from kiln.compiler.kernel import CTC, Sort
 from kiln.compiler.ops import registry
 from kiln.compiler.ops.random import KEY_SLOT
-from kiln.runtime.errors import MXNetError
 from kiln.runtime.llvm_jit import compile_ir
 from tests.cuda_emulator.device import EmulatedDevice, EmulatorError, available, direct_functions, patch_source
 
@@ -456,25 +454,10 @@ def op_unit(op, shape=None):
     saved = C.SHAPE
     C.SHAPE = shape or saved
     try:
-        inputs, attrs = C.sample(op, rng)
+        heads, shapes, types, given, req = C.instance(op, rng)
     finally:
         C.SHAPE = saved
-    attrs = op.format_attrs(attrs, "op")
-    params = op.parse_attrs(attrs, "op")
-    n_in = len(op.input_names(params))
-    names = ["in%d" % i for i in range(max(n_in, len(inputs)))]
-    node = Node(op, "op", attrs, [Entry(Node(None, n)) for n in names])
-    heads = [Entry(node, i) for i in range(node.num_visible_outputs)]
-    shapes = {n: tuple(x.shape) for n, x in zip(names, inputs)}
-    types = {n: np.asarray(x).dtype.name for n, x in zip(names, inputs)}
-    given = dict(zip(names, inputs))
-    if op.gradient is not None or op.kind == "composite":
-        req = {n: "write" for n in names if types.get(n, "float32").startswith("float")}
-        try:
-            return Unit(op.name, lower_full(heads, shapes, types, req), given)
-        except (MXNetError, NotImplementedError, TypeError, ValueError, KeyError):
-            pass  # no gradient for this instance (integer inputs, aux states): forward only
-    return Unit(op.name, lower_full(heads, shapes, types), given)
+    return Unit(op.name, C.with_gradient(lower_full, heads, shapes, types, req), given)
 
 
 OP_NAMES = sorted(o.name for o in registry.all_ops())

@@ -282,7 +282,11 @@ class EmulatedDevice:
         self._starts = []  # sorted user pointers
         self._serial = 0
         self._err = ctypes.create_string_buffer(4096)
+        self._lock = threading.Lock()  # allocations are freed by the garbage collector on any thread
         self.launches = 0
+
+    def __repr__(self):
+        return "EmulatedDevice(order=%r)" % ("reverse" if self.order else "forward")
 
     # ---- memory ----
     def alloc(self, nbytes):
@@ -299,25 +303,28 @@ class EmulatedDevice:
         _libc.mprotect(base + PAGE + data, PAGE, PROT_NONE)
         ptr = base + PAGE + data - rounded
         ctypes.memset(ptr, POISON, rounded)
-        self._serial += 1
-        self._allocs[ptr] = (base, total, nbytes, self._serial)
-        bisect.insort(self._starts, ptr)
+        with self._lock:
+            self._serial += 1
+            self._allocs[ptr] = (base, total, nbytes, self._serial)
+            bisect.insort(self._starts, ptr)
         return ptr
 
     def free(self, ptr):
-        rec = self._allocs.pop(ptr, None)
-        if rec is None:
-            raise EmulatorError("free of %#x, which is no live allocation" % ptr)
-        self._starts.remove(ptr)
+        with self._lock:
+            rec = self._allocs.pop(ptr, None)
+            if rec is None:
+                raise EmulatorError("free of %#x, which is no live allocation" % ptr)
+            self._starts.remove(ptr)
         _libc.munmap(rec[0], rec[1])
 
     def _owner(self, ptr, nbytes=0):
         """(start, record) of the allocation holding [ptr, ptr + nbytes), else None."""
-        k = bisect.bisect_right(self._starts, ptr) - 1
-        if k < 0:
-            return None
-        start = self._starts[k]
-        rec = self._allocs[start]
+        with self._lock:
+            k = bisect.bisect_right(self._starts, ptr) - 1
+            if k < 0:
+                return None
+            start = self._starts[k]
+            rec = self._allocs[start]
         return (start, rec) if ptr + nbytes <= start + rec[2] else None
 
     def _check_range(self, ptr, nbytes, what):
@@ -334,6 +341,11 @@ class EmulatedDevice:
             raise EmulatorError("copy_out needs a writeable C-contiguous array")
         self._check_range(ptr, array.nbytes, "copy_out")
         ctypes.memmove(array.ctypes.data, ptr, array.nbytes)
+
+    def copy(self, dst, src, nbytes):
+        self._check_range(dst, nbytes, "copy (destination)")
+        self._check_range(src, nbytes, "copy (source)")
+        ctypes.memmove(int(dst), int(src), int(nbytes))
 
     def memset(self, ptr, byte, nbytes):
         self._check_range(ptr, nbytes, "memset")
