@@ -101,6 +101,10 @@ def device_count():
 
 def device(ordinal=0):
     """The ``DriverDevice`` of GPU ``ordinal`` (created once per process)."""
+    installed = _state.get("installed")
+    dev = _devices.get(ordinal) if installed is None else None
+    if dev is not None:  # the common case: no lock, no driver call
+        return dev
     with _lock:
         installed = _state.get("installed")
         if installed is not None:

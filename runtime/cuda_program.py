@@ -17,6 +17,7 @@ kernel is launched.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -83,7 +84,7 @@ class DeviceArray:
 
     @property
     def size(self):
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def ndim(self):

@@ -6,7 +6,8 @@ a key (one per device) and either hands the sum to the updater with the stored v
 (``updater(key, merged, stored)``, e.g. an optimiser from ``set_optimizer``) or, without
 one, makes the sum the stored value; ``pull`` copies the stored value into every output.
 Every operation is NDArray arithmetic on kiln's engine, so it is asynchronous in MXNet's
-sense. kiln runs on CPU memory only, so 'local' and 'device' behave alike.
+sense. Both 'local' and 'device' keep a stored value on the device of its initial value
+and sum pushed values there (MXNet's 'local' keeps it in CPU memory; the numbers agree).
 
 ``dist.py`` subclasses this store for multi-process training: it overrides how a pushed
 value is reduced across workers and where initial values come from.

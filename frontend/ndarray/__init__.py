@@ -2,9 +2,10 @@
 import numpy as np
 
 from .. import engine as _engine
-from ..context import current_context
+from ..context import Context, current_context
 from ..compiler.ops import registry as _registry
 from .ndarray import NDArray, invoke
+from . import storage
 from .serialization import load, load_frombuffer, save  # noqa: F401
 from . import random  # noqa: F401,E402  (mx.nd.random)
 
@@ -27,12 +28,14 @@ def array(source_array, ctx=None, dtype=None):
 
 def empty(shape, ctx=None, dtype=None):
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return NDArray(np.empty(shape, dtype=np.dtype(dtype or _DEFAULT_DTYPE)), _ctx(ctx))
+    ctx = _ctx(ctx)
+    return NDArray(storage.empty(shape, np.dtype(dtype or _DEFAULT_DTYPE), ctx), ctx)
 
 
 def zeros(shape, ctx=None, dtype=None, **kwargs):
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return NDArray(np.zeros(shape, dtype=np.dtype(dtype or _DEFAULT_DTYPE)), _ctx(ctx))
+    ctx = _ctx(ctx)
+    return NDArray(storage.zeros(shape, np.dtype(dtype or _DEFAULT_DTYPE), ctx), ctx)
 
 
 def ones(shape, ctx=None, dtype=None, **kwargs):
@@ -58,7 +61,8 @@ def from_dlpack(dlpack):
     from .dlpack import import_capsule
     if hasattr(dlpack, "__dlpack__"):
         dlpack = dlpack.__dlpack__()
-    return NDArray(import_capsule(dlpack), current_context())
+    data, gpu_id = import_capsule(dlpack)
+    return NDArray(data, Context("cpu", 0) if gpu_id is None else Context("gpu", gpu_id))
 
 
 def waitall():

@@ -98,8 +98,12 @@ class NDArray:
         return _op("_copy", [self], {})
 
     def copyto(self, other):
-        """Copy into an array (casting to its dtype) or onto a context; crosses contexts."""
+        """Copy into an array (casting to its dtype) or onto a context; crosses contexts. While
+        recording, a copy onto another device is differentiable (the gradient is copied back)."""
         if isinstance(other, Context):
+            if other != self._ctx and autograd.is_recording() and self._ag is not None \
+                    and (other.device_type == "gpu" or storage.on_device(self._data)):
+                return _DeviceCopy(other)(self)
             other = NDArray(storage.empty(self.shape, self._data.dtype, other), other)
         if isinstance(other, NDArray):
             if other is self:
@@ -176,11 +180,12 @@ class NDArray:
         key = _index_key(key)
         if autograd.is_recording():
             return _recorded_index(self, key)
-        if _is_basic(key):
+        if storage.is_basic(key):
             view = storage.basic_view(self._data, key)
             if view is not None:
                 return NDArray(view, self._ctx, self._var)
-        out = self._read()[key]
+        _engine.get().wait(reads=[self._var])
+        out = storage.read_index(self._data, key)
         if np.ndim(out) == 0:
             return NDArray(np.array([out], dtype=self._data.dtype), self._ctx)
         return NDArray(np.ascontiguousarray(out), self._ctx)
@@ -410,18 +415,35 @@ def invoke(opname, inputs, attrs, out=None, cross_context=False):
             run(in_data, out_data, rng_key)
     eng = _engine.get()
     writes = [o._var for o in everything] + [inputs[k]._var for k in call.writes]  # + inputs updated in place
+    # a GPU job only queues launches on the device's stream: cheap to run here when the engine is idle
     eng.push(job, [x._var for x in inputs], writes, name=opname,
-             inline=sum(o.size for o in out_data) <= eng.inline_elements)
+             inline=device is not None or sum(o.size for o in out_data) <= eng.inline_elements)
     if recording:
         autograd.record_op(call.op, call.attrs, inputs, everything)
     return outs
 
 
+class _DeviceCopy(autograd.Function):
+    """A recorded copy onto another device: the gradient goes back to the source's device."""
+
+    def __init__(self, ctx):
+        super().__init__()
+        self.ctx = ctx
+
+    def forward(self, x):
+        self.source = x.context
+        return x.copyto(self.ctx)
+
+    def backward(self, dy):
+        return dy.copyto(self.source)
+
+
 def _transfer(src, dst):
     """Queue a copy between contexts (equal shapes and dtypes)."""
     if autograd.is_recording() and src._ag is not None:
-        raise NotImplementedError("copyto %s -> %s of an array in the recorded graph: gradients do not flow "
-                                  "between contexts yet; move it before autograd.record()" % (src._ctx, dst._ctx))
+        raise NotImplementedError("copyto %s -> %s into an existing array while recording: use "
+                                  "as_in_context(ctx) or copyto(ctx), which autograd differentiates"
+                                  % (src._ctx, dst._ctx))
     src_data, dst_data = src._data, dst._data
     eng = _engine.get()
     eng.push(lambda: storage.copy(dst_data, src_data), [src._var], [dst._var], name="copyto",
@@ -452,16 +474,11 @@ def _describe(x):
     return type(x).__name__
 
 
-def _is_basic(key):
-    parts = key if isinstance(key, tuple) else (key,)
-    return all(isinstance(k, (int, np.integer, slice)) or k is Ellipsis or k is None for k in parts)
-
-
 def _recorded_index(x, key):
     """Indexing as operators (recorded): slices and integers -> ``slice`` + ``Reshape``;
     one integer array on the first axis -> ``take``."""
     parts = key if isinstance(key, tuple) else (key,)
-    if not _is_basic(key):
+    if not storage.is_basic(key):
         if isinstance(key, np.ndarray):
             idx = NDArray(key.astype(np.int64), x._ctx)
             return _op("take", [x, idx], {"axis": 0})

@@ -16,11 +16,12 @@ def device_of(ctx):
     if ctx.device_type != "gpu":
         return None
     from ..runtime import cuda
-    count = cuda.device_count()
-    if not 0 <= ctx.device_id < count:
+    try:
+        return cuda.device(ctx.device_id)
+    except MXNetError:
+        count = cuda.device_count()
         raise MXNetError("cannot place an array on %s: this process sees %d GPU(s) (mx.context.num_gpus())%s"
-                         % (ctx, count, "" if count else "; use mx.cpu()"))
-    return cuda.device(ctx.device_id)
+                         % (ctx, count, "" if count else "; use mx.cpu()")) from None
 
 
 def on_device(data):
@@ -97,36 +98,61 @@ def may_share(a, b):
     return False
 
 
+def is_basic(key):
+    """Whether ``key`` is basic indexing (integers, slices, Ellipsis, None): no index arrays."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return all(isinstance(k, (int, np.integer, slice)) or k is Ellipsis or k is None for k in parts)
+
+
 def basic_view(data, key):
-    """Storage sharing ``data``'s memory for a basic index ``key`` when the result is a
-    contiguous array of rank >= 1 (MXNet's view rule), else None (the caller copies)."""
+    """Storage sharing ``data``'s memory for a basic index ``key`` (``is_basic``) when the result
+    is a contiguous array of rank >= 1 (MXNet's view rule), else None (the caller copies)."""
     if isinstance(data, np.ndarray):
         out = data[key]
         if np.ndim(out) > 0 and out.flags.c_contiguous and np.shares_memory(out, data):
             return out
         return None
-    # index a zero-size-backed numpy array with the device array's strides: numpy computes the
-    # sub-array's offset and contiguity without touching memory
+    view = _device_view(data, key)
+    return view if view is not None and view.shape else None
+
+
+def _device_view(data, key):
+    """The contiguous part of a device array a basic ``key`` selects (rank 0 included), or None.
+    Numpy indexes a probe with the device array's shape and strides over a single element, so
+    it computes the offset and contiguity without touching any memory."""
     strides, step = [], data.dtype.itemsize
     for d in reversed(data.shape):
         strides.insert(0, step)
         step *= max(d, 1)
     probe = np.lib.stride_tricks.as_strided(np.zeros(1, dtype=data.dtype), data.shape, strides)
-    sub = probe[key]
-    if np.ndim(sub) == 0 or sub.size == 0 or not sub.flags.c_contiguous:
+    parts = key if isinstance(key, tuple) else (key,)
+    sub = probe[parts if any(k is Ellipsis for k in parts) else parts + (Ellipsis,)]  # 0-d: a view, not a scalar
+    if sub.size == 0 or not sub.flags.c_contiguous:
         return None
     offset = sub.__array_interface__["data"][0] - probe.__array_interface__["data"][0]
     return data.view(offset, sub.shape)
 
 
+def read_index(data, key):
+    """``data[key]`` as numpy (a device array copies back only the contiguous part a basic key
+    selects, else everything)."""
+    if isinstance(data, np.ndarray):
+        return data[key]
+    view = _device_view(data, key) if is_basic(key) else None
+    return view.numpy() if view is not None else data.numpy()[key]
+
+
 def setitem(data, key, value):
-    """``data[key] = value`` (a device array is updated through a host copy)."""
+    """``data[key] = value`` (on a device: contiguous basic selections are written directly,
+    anything else through a host copy of the whole array)."""
     if isinstance(data, np.ndarray):
         data[key] = value
         return
-    if key is Ellipsis or (isinstance(key, tuple) and not key) or (isinstance(key, slice) and key == slice(None)):
-        write(data, value)  # x[:] = v: no need to read the old elements
-        return
+    if is_basic(key):  # x[:] = v, x[1:3] = v: write the contiguous part without reading it
+        view = data if key is Ellipsis or key == slice(None) or key == () else basic_view(data, key)
+        if view is not None:
+            write(view, value)
+            return
     staged = data.numpy()
     staged[key] = value
     write(data, staged)

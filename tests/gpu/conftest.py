@@ -22,7 +22,7 @@ REAL = _real_gpus() > 0
 EMULATE_MARKED = os.environ.get("KILN_TEST_EMULATED_GPU") == "1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gpu():
     if REAL:
         yield mx.gpu(0)
