@@ -207,11 +207,16 @@ class Executor:
             if k not in self.arg_names:
                 raise MXNetError("forward: unknown argument %r (arguments: %s)" % (k, self.arg_names))
             dst = self.arg_arrays[self.arg_names.index(k)]
-            src = v._read() if isinstance(v, NDArray) else np.asarray(v)
+            src = v if isinstance(v, NDArray) else np.asarray(v)
             if tuple(src.shape) != dst.shape:
                 raise MXNetError("forward: argument %r has shape %s, the executor was bound with %s"
                                  % (k, tuple(src.shape), dst.shape))
-            storage.write(dst._data, src)
+            if isinstance(src, NDArray) and src.dtype == dst.dtype and src.context == dst.context:
+                _engine.get().wait(reads=[src._var])
+                if src._data is not dst._data:
+                    storage.copy(dst._data, src._data)  # same device: no trip through the host
+            else:
+                storage.write(dst._data, src._read() if isinstance(src, NDArray) else src)
         self._program, self._info = self._variant(is_train)
         self._last_train = bool(is_train)
         if self._info.get("rng_key"):

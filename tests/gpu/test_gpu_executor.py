@@ -53,6 +53,7 @@ def test_bind_refuses_arrays_on_another_device(gpu):
     ex = (x * 2).bind(gpu, {"x": mx.nd.ones((2,), ctx=gpu)})
     np.testing.assert_array_equal(ex.forward()[0].asnumpy(), [2, 2])
     np.testing.assert_array_equal(ex.forward(x=mx.nd.array([1, 3]))[0].asnumpy(), [2, 6])  # fed from the host
+    np.testing.assert_array_equal(ex.forward(x=mx.nd.array([4, 5], ctx=gpu))[0].asnumpy(), [8, 10])  # on the device
 
 
 def _train_gluon(ctx, hybridize):
